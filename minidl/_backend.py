@@ -1,0 +1,141 @@
+"""Backend selection: the compiled kernels (default) or the NumPy reference.
+
+``CythonOps`` overrides ``NumpyOps``'s hot operations with ``minidl._core``'s
+kernels and falls back to the reference for the rest (thinc's pattern).
+
+Choose with ``minidl.set_backend('numpy' | 'cython')`` or the environment
+variable ``MINIDL_BACKEND``. The affine product uses NumPy's BLAS by default;
+``MINIDL_GEMM=cython`` (or ``set_backend('cython', gemm='cython')``) selects
+the tiled Cython GEMM instead.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from ._reference import NumpyOps
+
+try:
+    from . import _core
+except ImportError as exc:  # pragma: no cover - exercised only by a broken install
+    raise ImportError(
+        "minidl's compiled extension minidl._core could not be imported "
+        f"({exc}). Reinstall minidl with `pip install .` from its source tree, "
+        "which compiles it (a C compiler and the Python headers are needed)."
+    ) from exc
+
+GEMM_CHOICES = ("blas", "cython")
+
+
+def _flat(a: np.ndarray) -> np.ndarray:
+    """A C-contiguous 1-D view of ``a`` (a copy only when ``a`` is not C-contiguous)."""
+    return np.ascontiguousarray(a).reshape(-1)
+
+
+class CythonOps(NumpyOps):
+    name = "cython"
+
+    def __init__(self, gemm: str = "blas"):
+        if gemm not in GEMM_CHOICES:
+            raise ValueError(f"gemm must be one of {GEMM_CHOICES}, got {gemm!r}")
+        self.gemm_impl = gemm
+
+    def __repr__(self) -> str:
+        return f"CythonOps(gemm={self.gemm_impl!r})"
+
+    # -- affine -------------------------------------------------------------
+    def gemm(self, a, b):
+        if self.gemm_impl == "blas":
+            return super().gemm(a, b)
+        out = np.empty((a.shape[0], b.shape[1]), dtype=a.dtype)
+        _core.gemm(np.ascontiguousarray(a), np.ascontiguousarray(b), out)
+        return out
+
+    def affine_forward(self, x, W, b):
+        out = self.gemm(x, W)
+        _core.add_bias(out, np.ascontiguousarray(b))
+        return out
+
+    def affine_backward(self, x, W, dout, need_dx=True):
+        dx = self.gemm(dout, W.T) if need_dx else None
+        dW = self.gemm(x.T, dout)
+        db = np.sum(dout, axis=0)
+        return dx, dW, db
+
+    # -- activations ----------------------------------------------------------
+    def relu_forward(self, x):
+        out = np.empty(x.shape, dtype=x.dtype)
+        _core.relu_forward(_flat(x), out.reshape(-1))
+        return out
+
+    def relu_backward(self, dout, out):
+        dx = np.empty(dout.shape, dtype=dout.dtype)
+        _core.relu_backward(_flat(dout), _flat(out), dx.reshape(-1))
+        return dx
+
+    def sigmoid_forward(self, x):
+        out = np.empty(x.shape, dtype=x.dtype)
+        _core.sigmoid_forward(_flat(x), out.reshape(-1))
+        return out
+
+    def sigmoid_backward(self, dout, out):
+        dx = np.empty(dout.shape, dtype=dout.dtype)
+        _core.sigmoid_backward(_flat(dout), _flat(out), dx.reshape(-1))
+        return dx
+
+    # -- softmax with cross-entropy --------------------------------------------
+    def softmax_cross_entropy_forward(self, x, labels):
+        x = np.ascontiguousarray(x)
+        y = np.empty_like(x)
+        row_loss = np.empty(x.shape[0], dtype=x.dtype)
+        _core.softmax_cross_entropy_forward(x, np.ascontiguousarray(labels), y, row_loss)
+        return np.sum(row_loss) / x.shape[0], y
+
+    def softmax_cross_entropy_backward(self, y, labels, dout=1.0):
+        dx = np.empty(y.shape, dtype=y.dtype)
+        _core.softmax_cross_entropy_backward(
+            np.ascontiguousarray(y), np.ascontiguousarray(labels), float(dout), dx
+        )
+        return dx
+
+    # -- finite differences -----------------------------------------------------
+    def numerical_gradient(self, f, x, h=1e-4):
+        grad = np.empty(x.shape, dtype=np.float64)
+        _core.numerical_gradient(f, x, h, grad)
+        return grad.astype(x.dtype, copy=False)
+
+
+BACKENDS = ("cython", "numpy")
+_ops: NumpyOps
+
+
+def set_backend(name: str, *, gemm: str | None = None) -> None:
+    """Run every layer on ``name`` ('cython' or 'numpy').
+
+    ``gemm`` ('blas' or 'cython') picks the affine product of the Cython
+    backend; by default ``MINIDL_GEMM`` or 'blas'.
+    """
+    global _ops
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; choose one of {BACKENDS}")
+    if name == "numpy":
+        if gemm is not None:
+            raise ValueError("gemm= applies to the 'cython' backend only")
+        _ops = NumpyOps()
+    else:
+        _ops = CythonOps(gemm or os.environ.get("MINIDL_GEMM", "blas"))
+
+
+def get_backend() -> str:
+    """The name of the backend in use."""
+    return _ops.name
+
+
+def ops() -> NumpyOps:
+    """The backend object that layers call."""
+    return _ops
+
+
+set_backend(os.environ.get("MINIDL_BACKEND", "cython"))

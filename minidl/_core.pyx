@@ -1,0 +1,283 @@
+# cython: language_level=3
+"""minidl's compiled kernels.
+
+Design
+------
+Every kernel is a small ``noexcept nogil`` C function over the ``floating``
+fused type (float32 or float64), with a thin ``cpdef``/``def`` wrapper so that
+Python code and tests can call it. The wrappers take typed memoryviews:
+arguments marked ``# IN`` are read, arguments marked ``# OUT`` are written and
+must be allocated by the caller.
+
+The kernels trust their arguments: the module is compiled with bounds and
+wraparound checks off (see ``setup.py``; ``MINIDL_DEBUG=1`` turns them back on).
+``minidl._backend`` validates shapes, dtypes and label ranges before calling
+anything here, so no kernel ever indexes out of bounds.
+
+The pure-NumPy reference for every kernel lives in ``minidl._reference``; the
+tests hold each kernel against it.
+"""
+
+cimport cython
+from cython.parallel cimport prange
+from libc.math cimport exp, log
+from libc.stdint cimport int64_t
+
+import numpy as np
+cimport numpy as cnp
+
+cnp.import_array()
+
+ctypedef fused floating:
+    float
+    double
+
+# The book adds 1e-7 inside the log of cross_entropy_error; we keep it so that
+# losses agree with the book's to rounding.
+cdef double CE_EPS = 1e-7
+
+# Tile sizes of the blocked GEMM: a KC x NC panel of B (64 x 256 doubles =
+# 128 KiB) stays in L2 while every row of A streams past it.
+cdef enum:
+    KC = 64
+    NC = 256
+
+
+# --------------------------------------------------------------------------
+# GEMM: the fallback for the affine product
+# --------------------------------------------------------------------------
+
+cdef void _gemm_panel(
+    const floating* a,          # IN row i of A, K elements
+    const floating* B,          # IN (K, N) row-major
+    floating* c,                # OUT row i of C, N elements, accumulated into
+    Py_ssize_t N,
+    Py_ssize_t k0, Py_ssize_t k1,
+    Py_ssize_t j0, Py_ssize_t j1,
+) noexcept nogil:
+    """c[j0:j1] += a[k0:k1] @ B[k0:k1, j0:j1], with a contiguous inner loop."""
+    cdef Py_ssize_t k, j
+    cdef floating v
+    cdef const floating* brow
+    for k in range(k0, k1):
+        v = a[k]
+        if v == 0:
+            continue  # ReLU activations and MNIST pixels are mostly zeros
+        brow = B + k * N
+        for j in range(j0, j1):
+            c[j] += v * brow[j]
+
+
+def gemm(
+    const floating[:, ::1] A,   # IN (M, K)
+    const floating[:, ::1] B,   # IN (K, N)
+    floating[:, ::1] C,         # OUT (M, N), overwritten with A @ B
+):
+    """Blocked matrix product ``C = A @ B``, parallel over rows of ``C``."""
+    cdef Py_ssize_t M = A.shape[0], K = A.shape[1], N = B.shape[1]
+    cdef Py_ssize_t i, j, k0, j0, k1, j1
+    if M == 0 or N == 0:
+        return
+    cdef floating* c = &C[0, 0]
+    cdef const floating* a
+    cdef const floating* b
+    with nogil:
+        for i in range(M * N):
+            c[i] = 0
+        if K > 0:
+            a = &A[0, 0]
+            b = &B[0, 0]
+            j0 = 0
+            while j0 < N:
+                j1 = min(j0 + <Py_ssize_t>NC, N)
+                k0 = 0
+                while k0 < K:
+                    k1 = min(k0 + <Py_ssize_t>KC, K)
+                    for i in prange(M, schedule="static"):
+                        _gemm_panel(a + i * K, b, c + i * N, N, k0, k1, j0, j1)
+                    k0 = k1
+                j0 = j1
+
+
+def add_bias(
+    floating[:, ::1] out,        # IN/OUT (N, M)
+    const floating[::1] b,       # IN (M,)
+):
+    """``out += b`` row by row."""
+    cdef Py_ssize_t n = out.shape[0], m = out.shape[1], i, j
+    with nogil:
+        for i in range(n):
+            for j in range(m):
+                out[i, j] += b[j]
+
+
+# --------------------------------------------------------------------------
+# Activations (elementwise, over flattened C-contiguous buffers)
+# --------------------------------------------------------------------------
+
+def relu_forward(
+    const floating[::1] x,      # IN
+    floating[::1] out,          # OUT
+):
+    """out = x where x > 0, else 0 (NaN passes through, as in the book)."""
+    cdef Py_ssize_t i, n = x.shape[0]
+    cdef floating v
+    with nogil:
+        for i in range(n):
+            v = x[i]
+            out[i] = 0 if v <= 0 else v
+
+
+def relu_backward(
+    const floating[::1] dout,   # IN
+    const floating[::1] out,    # IN, the forward output
+    floating[::1] dx,           # OUT
+):
+    """dx = dout where the forward output was > 0, else 0 (gradient 0 at 0)."""
+    cdef Py_ssize_t i, n = dout.shape[0]
+    with nogil:
+        for i in range(n):
+            dx[i] = 0 if out[i] <= 0 else dout[i]
+
+
+cdef inline floating _sigmoid(floating v) noexcept nogil:
+    # Two branches so that exp never overflows.
+    cdef floating e
+    if v >= 0:
+        return 1 / (1 + exp(-v))
+    e = exp(v)
+    return e / (1 + e)
+
+
+def sigmoid_forward(
+    const floating[::1] x,      # IN
+    floating[::1] out,          # OUT
+):
+    """out = 1 / (1 + exp(-x)), computed without overflow."""
+    cdef Py_ssize_t i, n = x.shape[0]
+    with nogil:
+        for i in range(n):
+            out[i] = _sigmoid(x[i])
+
+
+def sigmoid_backward(
+    const floating[::1] dout,   # IN
+    const floating[::1] out,    # IN, the forward output y
+    floating[::1] dx,           # OUT
+):
+    """dx = dout * (1 - y) * y, as the book's Sigmoid layer."""
+    cdef Py_ssize_t i, n = dout.shape[0]
+    with nogil:
+        for i in range(n):
+            dx[i] = dout[i] * (1 - out[i]) * out[i]
+
+
+# --------------------------------------------------------------------------
+# Softmax with cross-entropy
+# --------------------------------------------------------------------------
+
+def softmax_cross_entropy_forward(
+    const floating[:, ::1] x,       # IN (N, C) scores
+    const int64_t[::1] labels,      # IN (N,) class indices in [0, C)
+    floating[:, ::1] y,             # OUT (N, C) softmax probabilities
+    floating[::1] row_loss,         # OUT (N,) -log(y[i, t_i] + 1e-7)
+):
+    """Numerically stable softmax and per-row cross-entropy in one pass."""
+    cdef Py_ssize_t n = x.shape[0], c = x.shape[1], i, j
+    cdef floating m, s
+    with nogil:
+        for i in range(n):
+            m = x[i, 0]
+            for j in range(1, c):
+                if x[i, j] > m:
+                    m = x[i, j]
+            s = 0
+            for j in range(c):
+                y[i, j] = exp(x[i, j] - m)
+                s += y[i, j]
+            for j in range(c):
+                y[i, j] = y[i, j] / s
+            row_loss[i] = -log(y[i, labels[i]] + <floating>CE_EPS)
+
+
+def softmax_cross_entropy_backward(
+    const floating[:, ::1] y,       # IN (N, C) softmax probabilities
+    const int64_t[::1] labels,      # IN (N,)
+    double dout,                    # IN upstream gradient of the mean loss
+    floating[:, ::1] dx,            # OUT (N, C)
+):
+    """dx = (y - onehot(t)) / N * dout, as the book's SoftmaxWithLoss."""
+    cdef Py_ssize_t n = y.shape[0], c = y.shape[1], i, j
+    cdef floating nf = <floating>n
+    cdef floating scale = <floating>dout
+    with nogil:
+        for i in range(n):
+            for j in range(c):
+                dx[i, j] = y[i, j] / nf
+            dx[i, labels[i]] = (y[i, labels[i]] - 1) / nf
+            if dout != 1.0:
+                for j in range(c):
+                    dx[i, j] = dx[i, j] * scale
+
+
+# --------------------------------------------------------------------------
+# Finite differences for any callable
+# --------------------------------------------------------------------------
+
+cdef inline double _read(char* p, int is_double) noexcept nogil:
+    if is_double:
+        return (<double*>p)[0]
+    return (<float*>p)[0]
+
+
+cdef inline void _write(char* p, int is_double, double v) noexcept nogil:
+    if is_double:
+        (<double*>p)[0] = v
+    else:
+        (<float*>p)[0] = <float>v
+
+
+def numerical_gradient(f, cnp.ndarray x, double h, cnp.ndarray grad):
+    """Central differences of ``f`` at ``x``, written into ``grad``.
+
+    ``x`` (IN/OUT, any shape and strides, float32 or float64, writeable) is
+    perturbed in place, one element at a time, in C order: ``x[i] + h``, then
+    ``x[i] - h`` (each rounded to ``x``'s dtype, as the book's NumPy code
+    does), and restored afterwards, even when ``f`` raises. ``f`` is called as
+    ``f(x)``. ``grad`` (OUT) is C-contiguous float64 with ``x.size`` elements.
+    """
+    cdef int nd = x.ndim
+    cdef int is_double = x.dtype == np.float64
+    cdef char* data = <char*>cnp.PyArray_DATA(x)
+    cdef cnp.npy_intp* shape = cnp.PyArray_DIMS(x)
+    cdef cnp.npy_intp* strides = cnp.PyArray_STRIDES(x)
+    cdef double[::1] g = grad.reshape(-1)
+    cdef Py_ssize_t size = x.size, k
+    cdef cnp.npy_intp[64] index  # NumPy allows at most 64 dimensions
+    cdef cnp.npy_intp offset = 0
+    cdef int d
+    cdef char* p
+    cdef double tmp, fxh1, fxh2
+    for d in range(nd):
+        index[d] = 0
+    for k in range(size):
+        p = data + offset
+        tmp = _read(p, is_double)
+        try:
+            _write(p, is_double, tmp + h)
+            fxh1 = f(x)
+            _write(p, is_double, tmp - h)
+            fxh2 = f(x)
+        finally:
+            _write(p, is_double, tmp)
+        g[k] = (fxh1 - fxh2) / (2 * h)
+        # Advance the C-order multi-index and the byte offset that goes with it.
+        d = nd - 1
+        while d >= 0:
+            index[d] += 1
+            offset += strides[d]
+            if index[d] < shape[d]:
+                break
+            offset -= strides[d] * shape[d]
+            index[d] = 0
+            d -= 1

@@ -1,0 +1,84 @@
+"""The reference backend: every kernel computed the book's way, in NumPy.
+
+``NumpyOps`` is the interface that the layers call (thinc's ``Ops`` pattern):
+``minidl._backend.CythonOps`` subclasses it and overrides the hot operations
+with compiled kernels. The tests hold one against the other.
+
+Callers validate first (see ``minidl._checks``): every method may assume
+float32 or float64 arrays of one dtype, consistent shapes, and integer labels
+in range.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import functions as F
+
+
+class NumpyOps:
+    name = "numpy"
+
+    # -- affine -------------------------------------------------------------
+    def gemm(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.dot(a, b)
+
+    def affine_forward(self, x: np.ndarray, W: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """x (N, D) @ W (D, M) + b (M,) -> (N, M)."""
+        return np.dot(x, W) + b
+
+    def affine_backward(self, x, W, dout, need_dx=True):
+        """Returns (dx, dW, db); dx is None when ``need_dx`` is false."""
+        dx = np.dot(dout, W.T) if need_dx else None
+        dW = np.dot(x.T, dout)
+        db = np.sum(dout, axis=0)
+        return dx, dW, db
+
+    # -- activations ----------------------------------------------------------
+    def relu_forward(self, x: np.ndarray) -> np.ndarray:
+        out = x.copy()
+        out[x <= 0] = 0
+        return out
+
+    def relu_backward(self, dout: np.ndarray, out: np.ndarray) -> np.ndarray:
+        dx = dout.copy()
+        dx[out <= 0] = 0
+        return dx
+
+    def sigmoid_forward(self, x: np.ndarray) -> np.ndarray:
+        return F.sigmoid(x).astype(x.dtype, copy=False)
+
+    def sigmoid_backward(self, dout: np.ndarray, out: np.ndarray) -> np.ndarray:
+        return dout * (1.0 - out) * out
+
+    # -- softmax with cross-entropy --------------------------------------------
+    def softmax_cross_entropy_forward(self, x: np.ndarray, labels: np.ndarray):
+        """Scores (N, C) and class indices (N,) -> (mean loss, probabilities)."""
+        y = F.softmax(x)
+        return F.cross_entropy_error(y, labels), y
+
+    def softmax_cross_entropy_backward(self, y, labels, dout=1.0):
+        batch_size = y.shape[0]
+        dx = y.copy()
+        dx[np.arange(batch_size), labels] -= 1
+        dx = dx / batch_size
+        return dx if dout == 1 else dx * dout
+
+    # -- finite differences -----------------------------------------------------
+    def numerical_gradient(self, f, x: np.ndarray, h: float = 1e-4) -> np.ndarray:
+        """The book's central-difference loop over every element of ``x``."""
+        grad = np.zeros_like(x)
+        it = np.nditer(x, flags=["multi_index"], op_flags=[["readwrite"]])
+        while not it.finished:
+            idx = it.multi_index
+            tmp_val = x[idx]
+            try:
+                x[idx] = tmp_val + h
+                fxh1 = f(x)  # f(x+h)
+                x[idx] = tmp_val - h
+                fxh2 = f(x)  # f(x-h)
+            finally:
+                x[idx] = tmp_val
+            grad[idx] = (fxh1 - fxh2) / (2 * h)
+            it.iternext()
+        return grad

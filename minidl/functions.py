@@ -1,0 +1,84 @@
+"""The book's functions (``common/functions.py``), in plain NumPy.
+
+These are the formulas students read and call directly; they also serve as the
+reference path that the compiled kernels are checked against.
+
+One deliberate difference from the book: ``relu_grad`` is 0 at exactly 0, the
+same as the ``Relu`` layer's backward pass (the book's two disagree there).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = [
+    "identity_function",
+    "step_function",
+    "sigmoid",
+    "sigmoid_grad",
+    "relu",
+    "relu_grad",
+    "softmax",
+    "cross_entropy_error",
+    "softmax_loss",
+]
+
+
+def identity_function(x):
+    return x
+
+
+def step_function(x):
+    return np.array(x > 0, dtype=int)
+
+
+def sigmoid(x):
+    """1 / (1 + exp(-x)), evaluated so that exp never overflows."""
+    x = np.asarray(x)
+    e = np.exp(-np.abs(x))  # in (0, 1]: no overflow for any x
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def sigmoid_grad(x):
+    s = sigmoid(x)
+    return (1.0 - s) * s
+
+
+def relu(x):
+    return np.maximum(0, x)
+
+
+def relu_grad(x):
+    """1 where x > 0, else 0 (0 at exactly 0, like the Relu layer)."""
+    grad = np.zeros_like(x)
+    grad[x > 0] = 1
+    return grad
+
+
+def softmax(x):
+    """Softmax over the last axis, shifted by the maximum for stability."""
+    x = x - np.max(x, axis=-1, keepdims=True)
+    return np.exp(x) / np.sum(np.exp(x), axis=-1, keepdims=True)
+
+
+def cross_entropy_error(y, t):
+    """Mean cross-entropy of probabilities ``y`` (N, C) against labels ``t``.
+
+    ``t`` holds class indices (N,) or one-hot rows (N, C); 1e-7 is added
+    inside the log, as in the book.
+    """
+    if y.ndim == 1:
+        t = t.reshape(1, t.size)
+        y = y.reshape(1, y.size)
+
+    # One-hot labels become class indices.
+    if t.size == y.size:
+        t = t.argmax(axis=1)
+
+    batch_size = y.shape[0]
+    return -np.sum(np.log(y[np.arange(batch_size), t] + 1e-7)) / batch_size
+
+
+def softmax_loss(X, t):
+    y = softmax(X)
+    return cross_entropy_error(y, t)
