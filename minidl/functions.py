@@ -72,7 +72,7 @@ def cross_entropy_error(y, t):
         y = y.reshape(1, y.size)
 
     # One-hot labels become class indices.
-    if t.size == y.size:
+    if t.size == y.size and t.ndim == y.ndim:
         t = t.argmax(axis=1)
 
     batch_size = y.shape[0]
