@@ -12,15 +12,15 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = [
+    "cross_entropy_error",
     "identity_function",
-    "step_function",
-    "sigmoid",
-    "sigmoid_grad",
     "relu",
     "relu_grad",
+    "sigmoid",
+    "sigmoid_grad",
     "softmax",
-    "cross_entropy_error",
     "softmax_loss",
+    "step_function",
 ]
 
 

@@ -14,17 +14,17 @@ from ._checks import as_array, batch_size_of, float_array, float_dtype, labels_a
 from .functions import cross_entropy_error, relu, sigmoid, softmax
 
 __all__ = [
-    "MulLayer",
     "AddLayer",
+    "Affine",
+    "MulLayer",
     "Relu",
     "Sigmoid",
-    "Affine",
     "SoftmaxWithLoss",
+    "cross_entropy_error",
+    "relu",
     # re-exported as the book's layers module does
     "sigmoid",
-    "relu",
     "softmax",
-    "cross_entropy_error",
 ]
 
 

@@ -20,7 +20,7 @@ from ._checks import FLOAT_DTYPES
 from .gradient import numerical_gradient
 from .layers import Affine, Relu, Sigmoid, SoftmaxWithLoss
 
-__all__ = ["TwoLayerNet", "ThreeLayerNet", "MultiLayerNet", "load_network"]
+__all__ = ["MultiLayerNet", "ThreeLayerNet", "TwoLayerNet", "load_network"]
 
 ACTIVATIONS = {"relu": Relu, "sigmoid": Sigmoid}
 FORMAT_VERSION = 1
@@ -99,7 +99,7 @@ class _LayerNet:
     # x: input data, t: labels
     def numerical_gradient(self, x, t):
         """Central differences of the loss for every parameter (slow: 2 losses per entry)."""
-        loss_W = lambda W: self.loss(x, t)  # noqa: E731 - the book's idiom
+        loss_W = lambda W: self.loss(x, t)
 
         grads = {}
         for key in self.params:
@@ -236,7 +236,7 @@ def _load_from(data, path):
         raise ValueError(f"{path}: damaged architecture record ({exc})") from None
     if not isinstance(sizes, list) or not all(isinstance(s, int) for s in sizes):
         raise ValueError(f"{path}: damaged architecture record (sizes {sizes!r})")
-    common = dict(activation=meta.get("activation", "relu"), dtype=meta.get("dtype", "float64"))
+    common = {"activation": meta.get("activation", "relu"), "dtype": meta.get("dtype", "float64")}
     rng_state = np.random.get_state()  # building draws weights; loading must not move the seed
     try:
         net = _build(kind, sizes, meta, common, path)

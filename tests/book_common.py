@@ -182,7 +182,7 @@ class TwoLayerNet:
 def two_layer_net_class(namespace):
     """The book's TwoLayerNet, defined against the names in ``namespace``."""
     scope = {"np": np, "OrderedDict": OrderedDict, **namespace}
-    exec(TWO_LAYER_NET_SOURCE, scope)
+    exec(TWO_LAYER_NET_SOURCE, scope)  # noqa: S102 - our own transcription of the book
     return scope["TwoLayerNet"]
 
 

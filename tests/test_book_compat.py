@@ -7,10 +7,10 @@ from book_common import BOOK, two_layer_net_class
 
 import minidl.gradient
 import minidl.layers
-from minidl.layers import *  # noqa: F403 - the students' import
+from minidl.layers import *
 from minidl.networks import TwoLayerNet
 
-MINIDL = {"Affine": Affine, "Relu": Relu, "SoftmaxWithLoss": SoftmaxWithLoss,  # noqa: F405
+MINIDL = {"Affine": Affine, "Relu": Relu, "SoftmaxWithLoss": SoftmaxWithLoss,
           "numerical_gradient": minidl.gradient.numerical_gradient}
 
 

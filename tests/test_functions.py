@@ -3,8 +3,16 @@
 import numpy as np
 import pytest
 
-from minidl.functions import (cross_entropy_error, identity_function, relu, relu_grad, sigmoid,
-                              sigmoid_grad, softmax, step_function)
+from minidl.functions import (
+    cross_entropy_error,
+    identity_function,
+    relu,
+    relu_grad,
+    sigmoid,
+    sigmoid_grad,
+    softmax,
+    step_function,
+)
 
 
 def test_simple_functions():

@@ -70,7 +70,7 @@ def test_affine_forward_backward(ops, dtype, layout, n, rng):
     np.testing.assert_allclose(out, ref, rtol=30 * RTOL[np.dtype(dtype)], atol=1e-6 if dtype == np.float32 else 1e-13)
 
     dx, dW, db = ops.affine_backward(x_, W_, dout_)
-    rdx, rdW, rdb = REF.affine_backward(x, W, dout)
+    _, _, rdb = REF.affine_backward(x, W, dout)
     assert_product_close(dx, dout, W.T, dtype)
     assert_product_close(dW, x.T, dout, dtype)
     np.testing.assert_allclose(db, rdb, rtol=RTOL[np.dtype(dtype)] * n, atol=1e-6 if dtype == np.float32 else 1e-13)
