@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import zipfile
 from collections import OrderedDict
 
 import numpy as np
@@ -19,7 +20,7 @@ from ._checks import FLOAT_DTYPES
 from .gradient import numerical_gradient
 from .layers import Affine, Relu, Sigmoid, SoftmaxWithLoss
 
-__all__ = ["TwoLayerNet", "ThreeLayerNet", "MultiLayerNet", "load_network"]
+__all__ = ["MultiLayerNet", "ThreeLayerNet", "TwoLayerNet", "load_network"]
 
 ACTIVATIONS = {"relu": Relu, "sigmoid": Sigmoid}
 FORMAT_VERSION = 1
@@ -98,7 +99,7 @@ class _LayerNet:
     # x: input data, t: labels
     def numerical_gradient(self, x, t):
         """Central differences of the loss for every parameter (slow: 2 losses per entry)."""
-        loss_W = lambda W: self.loss(x, t)  # noqa: E731 - the book's idiom
+        loss_W = lambda W: self.loss(x, t)
 
         grads = {}
         for key in self.params:
@@ -212,29 +213,43 @@ class MultiLayerNet(_LayerNet):
 
 
 def load_network(path):
-    """Rebuild a network from a file written by ``save``."""
-    with np.load(os.fspath(path), allow_pickle=False) as data:
-        if "__architecture__" not in data.files:
-            raise ValueError(f"{path}: not a minidl model file (no architecture record)")
-        try:
-            meta = json.loads(str(data["__architecture__"]))
-            kind, sizes = meta["class"], meta["sizes"]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ValueError(f"{path}: damaged architecture record ({exc})") from None
-        common = dict(activation=meta.get("activation", "relu"), dtype=meta.get("dtype", "float64"))
-        rng_state = np.random.get_state()  # building draws weights; loading must not move the seed
-        try:
-            net = _build(kind, sizes, meta, common, path)
-        finally:
-            np.random.set_state(rng_state)
-        for key, value in net.params.items():
-            if key not in data.files:
-                raise ValueError(f"{path}: parameter {key} is missing")
-            saved = data[key]
-            if saved.shape != value.shape:
-                raise ValueError(f"{path}: parameter {key} has shape {saved.shape}, "
-                                 f"expected {value.shape}")
-            value[...] = saved  # in place: the layers share these arrays
+    """Rebuild a network from a file written by ``save``.
+
+    Raises ``ValueError`` naming the file when it is not a readable minidl model.
+    """
+    try:
+        with np.load(os.fspath(path), allow_pickle=False) as data:
+            return _load_from(data, path)
+    except (zipfile.BadZipFile, EOFError, OSError, KeyError) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise ValueError(f"{path}: not a readable minidl model file ({exc})") from None
+
+
+def _load_from(data, path):
+    if "__architecture__" not in data.files:
+        raise ValueError(f"{path}: not a minidl model file (no architecture record)")
+    try:
+        meta = json.loads(str(data["__architecture__"]))
+        kind, sizes = meta["class"], meta["sizes"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path}: damaged architecture record ({exc})") from None
+    if not isinstance(sizes, list) or not all(isinstance(s, int) for s in sizes):
+        raise ValueError(f"{path}: damaged architecture record (sizes {sizes!r})")
+    common = {"activation": meta.get("activation", "relu"), "dtype": meta.get("dtype", "float64")}
+    rng_state = np.random.get_state()  # building draws weights; loading must not move the seed
+    try:
+        net = _build(kind, sizes, meta, common, path)
+    finally:
+        np.random.set_state(rng_state)
+    for key, value in net.params.items():
+        if key not in data.files:
+            raise ValueError(f"{path}: parameter {key} is missing")
+        saved = data[key]
+        if saved.shape != value.shape:
+            raise ValueError(f"{path}: parameter {key} has shape {saved.shape}, "
+                             f"expected {value.shape}")
+        value[...] = saved  # in place: the layers share these arrays
     return net
 
 

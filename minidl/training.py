@@ -9,8 +9,8 @@ epoch) and returns the curves as a ``History``.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
