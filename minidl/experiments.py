@@ -22,7 +22,8 @@ When ``out`` is given, a run writes there:
   (``epoch``, ``iteration``, ``train_acc``, ``test_acc``, ``loss``,
   ``elapsed``), the final evaluation, the loss of every iteration, timings,
   and the versions of minidl, NumPy and Python and the backend. Rewritten
-  after every evaluation, so an interrupted run keeps what it had.
+  during training (after an evaluation, at most every 5 s) and when a run
+  ends or is interrupted, so a stopped run keeps what it had.
 - ``metrics.csv``: the per-evaluation rows.
 - ``curves.png``: loss per iteration, train and test accuracy per epoch.
 - ``model.npz``: parameters and architecture (``MultiLayerNet.load``).
@@ -319,19 +320,18 @@ def _load(config: ExperimentConfig) -> _Data:
     )
     seconds = time.perf_counter() - start
     meta = DATASETS[config.dataset]
-    n_classes = getattr(meta, "n_classes", None) or int(max(t_train.max(), t_test.max())) + 1
     try:
         found = dataset_status(config.dataset, data_dir=config.data_dir).get("found")
     except (OSError, ValueError, KeyError):  # where it came from is a courtesy, not a failure
         found = None
     info = {
         "name": config.dataset,
-        "title": getattr(meta, "title", config.dataset),
+        "title": meta.title,
         "found": None if found is None else os.fspath(found),
         "n_train": len(x_train),
         "n_test": len(x_test),
         "n_features": int(np.prod(x_train.shape[1:])),
-        "n_classes": int(n_classes),
+        "n_classes": int(meta.n_classes),
     }
     return _Data(x_train, t_train, x_test, t_test, info, seconds)
 
@@ -400,13 +400,12 @@ def _remove_if_empty(path: Path) -> None:
         pass
 
 
-def _write_atomic(path: Path, data: str | bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and ``os.replace``."""
-    mode = "wb" if isinstance(data, bytes) else "w"
+def _write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and ``os.replace``."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
     try:
-        with os.fdopen(fd, mode, **({} if mode == "wb" else {"encoding": "utf-8", "newline": ""})) as fh:
-            fh.write(data)
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
@@ -463,6 +462,8 @@ def _environment() -> dict:
 class _Recorder:
     """Training callbacks: progress bar, per-epoch lines, and the metrics kept up to date."""
 
+    WRITE_INTERVAL = 5.0  # seconds between rewrites of metrics.json during training
+
     def __init__(self, metrics: dict, out: Path | None, bar, verbose: bool, prefix: str):
         self.metrics = metrics
         self.out = out
@@ -470,6 +471,7 @@ class _Recorder:
         self.verbose = verbose
         self.prefix = prefix
         self.last_eval = -1
+        self.last_write = -float("inf")
 
     def on_iteration(self, i: int, loss: float) -> None:
         if self.bar is not None:
@@ -491,9 +493,12 @@ class _Recorder:
             self.bar.set_postfix_str(f"test acc {row['test_acc']:.4f}", refresh=False)
         if self.verbose:
             _say(self.prefix + format_epoch(row))
-        if self.out is not None:
+        # keep metrics.json current for a run that dies, without slowing a timed run down
+        now = time.perf_counter()
+        if self.out is not None and now - self.last_write >= self.WRITE_INTERVAL:
             self.metrics["iteration_loss"] = [_finite(v) for v in history.train_loss]
             write_metrics(self.out, self.metrics)
+            self.last_write = now
 
 
 
@@ -549,7 +554,6 @@ def _run(config: ExperimentConfig, data: _Data, out: Path | None, *, progress: b
         "timings": {"started": started.isoformat(timespec="seconds"),
                     "load_seconds": data.seconds},
         "environment": _environment(),
-        "files": {},
     }
     bar = _make_bar(iters, progress, label)
     recorder = _Recorder(metrics, out, bar, verbose, prefix)
@@ -583,13 +587,11 @@ def _run(config: ExperimentConfig, data: _Data, out: Path | None, *, progress: b
     timings["total_seconds"] = data.seconds + time.perf_counter() - start_run
     result = RunResult(config, history, network, metrics, out, label)
     if out is not None:
-        metrics["files"] = {"metrics": ["metrics.json", "metrics.csv"], "curves": "curves.png",
-                            "model": "model.npz"}
         write_metrics(out, metrics)
         network.save(out / "model.npz")
         from .plotting import plot_curves
 
-        plot_curves(metrics, out / "curves.png", title=label or None)
+        plot_curves(metrics, out / "curves.png")
     if interrupt is not None:
         interrupt.result = result
         interrupt.out = out

@@ -463,3 +463,20 @@ def test_plots_do_not_touch_pyplot_and_import_is_lazy(tmp_path):
                    timeout=120)
     png_size(tmp_path / "a.png")
     png_size(tmp_path / "b.png")
+
+
+def test_metrics_are_on_disk_while_training(tmp_path, monkeypatch):
+    # a run that dies (not Ctrl-C) still leaves the metrics of its first evaluation
+    original = experiments._Recorder.on_iteration
+
+    def on_iteration(self, i, loss):
+        original(self, i, loss)
+        if i == 25:
+            raise RuntimeError("the machine caught fire")
+
+    monkeypatch.setattr(experiments._Recorder, "on_iteration", on_iteration)
+    with pytest.raises(RuntimeError):
+        run_experiment(**QUICK, out=tmp_path / "r", progress=False, verbose=False)
+    m = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert m["status"] == "running" and m["epochs"][0]["iteration"] == 0
+    assert len(m["iteration_loss"]) >= 1
