@@ -5,7 +5,8 @@ Each command is a thin shell over a Python function (``minidl.experiments``,
 behaviour. Errors in what the user asked for (an unknown dataset, an
 impossible size, an output folder that cannot be written, a dataset that
 cannot be found offline) print one line on stderr and exit with status 2;
-Ctrl-C exits with 130 after saving what the run recorded.
+Ctrl-C exits with 130 after saving what the run recorded; ``gradcheck`` exits
+with 1 when the two gradients disagree.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 
 __all__ = ["build_parser", "main"]
 
-EXIT_OK, EXIT_USAGE, EXIT_INTERRUPTED = 0, 2, 130
+EXIT_OK, EXIT_MISMATCH, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 class _Parser(argparse.ArgumentParser):
@@ -128,6 +129,9 @@ curves), and a folder per run with its metrics, curves and model.
 """
 
 GRADCHECK_EXAMPLES = """\
+The batch is drawn as the training loop draws it, after seeding NumPy and building
+the network. Exit status 1 when the two gradients of some parameter disagree.
+
 examples:
   minidl gradcheck                                  784-50-10 on 3 images of mnist-mini
   minidl gradcheck --hidden 100,50 --activation sigmoid --batch-size 10
@@ -316,8 +320,9 @@ def _cmd_gradcheck(args: argparse.Namespace) -> int:
     sizes = "-".join(str(s) for s in network.sizes)
     print(f"gradient check: {data.info['title']}, {sizes} {config.activation}, "
           f"batch of {config.batch_size}, {config.dtype}, seed {config.seed}")
-    print(gradient_check(network, x, t))
-    return EXIT_OK
+    report = gradient_check(network, x, t)
+    print(report)
+    return EXIT_OK if getattr(report, "ok", True) else EXIT_MISMATCH
 
 
 def _cmd_datasets(args: argparse.Namespace) -> int:
