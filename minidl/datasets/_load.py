@@ -264,9 +264,10 @@ def load_mnist(
 
     The files are looked for in ``data_dir``, then ``$MINIDL_DATA_DIR``, then minidl's cache
     folder (``$XDG_CACHE_HOME/minidl``), then system folders (``/usr/share/datasets``), and
-    downloaded from a mirror (checksums verified) unless ``download=False`` or, when
-    ``download`` is None, ``MINIDL_OFFLINE=1``. Raises ``DatasetNotFoundError`` naming every
-    place searched, and ``ValueError`` for a damaged file.
+    downloaded from a mirror (checksums verified; into ``data_dir`` when given, else the cache
+    folder) unless ``download=False`` or, when ``download`` is None, ``MINIDL_OFFLINE=1``.
+    Raises ``DatasetNotFoundError`` naming every place searched, and ``ValueError`` for a
+    damaged file.
     """
     return load_dataset("mnist", normalize, flatten, one_hot_label,
                         data_dir=data_dir, download=download)
