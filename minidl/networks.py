@@ -227,15 +227,6 @@ def load_network(path):
             net = _build(kind, sizes, meta, common, path)
         finally:
             np.random.set_state(rng_state)
-        for key == "TwoLayerNet" and len(sizes) == 3:
-            net = TwoLayerNet(*sizes, **common)
-        elif kind == "ThreeLayerNet" and len(sizes) == 4:
-            net = ThreeLayerNet(*sizes, **common)
-        elif kind == "MultiLayerNet" and len(sizes) >= 2:
-            net = MultiLayerNet(sizes[0], sizes[1:-1], sizes[-1],
-                                weight_decay_lambda=meta.get("weight_decay_lambda", 0.0), **common)
-        else:
-            raise ValueError(f"{path}: unknown network {kind!r} with sizes {sizes}")
         for key, value in net.params.items():
             if key not in data.files:
                 raise ValueError(f"{path}: parameter {key} is missing")
