@@ -237,13 +237,22 @@ cdef inline void _write(char* p, int is_double, double v) noexcept nogil:
         (<float*>p)[0] = <float>v
 
 
+cdef inline void _write_step(char* p, int is_double, double v, double step) noexcept nogil:
+    # v + step in x's dtype: for float32, float32 arithmetic, as NumPy 2 does for
+    # the book's ``tmp_val + h`` (np.float32 + Python float stays float32).
+    if is_double:
+        (<double*>p)[0] = v + step
+    else:
+        (<float*>p)[0] = <float>v + <float>step
+
+
 def numerical_gradient(f, cnp.ndarray x, double h, cnp.ndarray grad):
     """Central differences of ``f`` at ``x``, written into ``grad``.
 
     ``x`` (IN/OUT, any shape and strides, float32 or float64, writeable) is
     perturbed in place, one element at a time, in C order: ``x[i] + h``, then
-    ``x[i] - h`` (each rounded to ``x``'s dtype, as the book's NumPy code
-    does), and restored afterwards, even when ``f`` raises. ``f`` is called as
+    ``x[i] - h`` (computed in ``x``'s dtype, as the book's NumPy code does
+    under NumPy 2), and restored afterwards, even when ``f`` raises. ``f`` is called as
     ``f(x)``. ``grad`` (OUT) is C-contiguous float64 with ``x.size`` elements.
     """
     cdef int nd = x.ndim
@@ -264,9 +273,9 @@ def numerical_gradient(f, cnp.ndarray x, double h, cnp.ndarray grad):
         p = data + offset
         tmp = _read(p, is_double)
         try:
-            _write(p, is_double, tmp + h)
+            _write_step(p, is_double, tmp, h)
             fxh1 = f(x)
-            _write(p, is_double, tmp - h)
+            _write_step(p, is_double, tmp, -h)
             fxh2 = f(x)
         finally:
             _write(p, is_double, tmp)
