@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
 from . import _backend
 from ._checks import float_dtype
+from .numgrad import GradientCheckReport, H, gradient_check
 
-__all__ = ["numerical_gradient"]
-
-H = 1e-4  # the book's step
+__all__ = ["GradientCheckReport", "H", "gradient_check", "numerical_gradient"]
 
 
 def numerical_gradient(f: Callable[[np.ndarray], float], x: np.ndarray) -> np.ndarray:
