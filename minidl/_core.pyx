@@ -255,8 +255,10 @@ def numerical_gradient(f, cnp.ndarray x, double h, cnp.ndarray grad):
     under NumPy 2), and restored afterwards, even when ``f`` raises. ``f`` is called as
     ``f(x)``. ``grad`` (OUT) is C-contiguous float64 with ``x.size`` elements.
     """
+    if x.dtype.kind != "f" or not x.dtype.isnative or x.dtype.itemsize not in (4, 8):
+        raise TypeError(f"numerical_gradient: x must be native float32 or float64, not {x.dtype}")
     cdef int nd = x.ndim
-    cdef int is_double = x.dtype == np.float64
+    cdef int is_double = x.dtype.itemsize == 8
     cdef char* data = <char*>cnp.PyArray_DATA(x)
     cdef cnp.npy_intp* shape = cnp.PyArray_DIMS(x)
     cdef cnp.npy_intp* strides = cnp.PyArray_STRIDES(x)
