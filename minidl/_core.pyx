@@ -254,17 +254,28 @@ cdef inline void _write(char* p, int is_double, double v) noexcept nogil:
         (<float*>p)[0] = <float>v
 
 
+cdef inline void _write_step(char* p, int is_double, double v, double step) noexcept nogil:
+    # v + step in x's dtype: for float32, float32 arithmetic, as NumPy 2 does for
+    # the book's ``tmp_val + h`` (np.float32 + Python float stays float32).
+    if is_double:
+        (<double*>p)[0] = v + step
+    else:
+        (<float*>p)[0] = <float>v + <float>step
+
+
 def numerical_gradient(f, cnp.ndarray x, double h, cnp.ndarray grad):
     """Central differences of ``f`` at ``x``, written into ``grad``.
 
     ``x`` (IN/OUT, any shape and strides, float32 or float64, writeable) is
     perturbed in place, one element at a time, in C order: ``x[i] + h``, then
-    ``x[i] - h`` (each rounded to ``x``'s dtype, as the book's NumPy code
-    does), and restored afterwards, even when ``f`` raises. ``f`` is called as
+    ``x[i] - h`` (computed in ``x``'s dtype, as the book's NumPy code does
+    under NumPy 2), and restored afterwards, even when ``f`` raises. ``f`` is called as
     ``f(x)``. ``grad`` (OUT) is C-contiguous float64 with ``x.size`` elements.
     """
+    if x.dtype.kind != "f" or not x.dtype.isnative or x.dtype.itemsize not in (4, 8):
+        raise TypeError(f"numerical_gradient: x must be native float32 or float64, not {x.dtype}")
     cdef int nd = x.ndim
-    cdef int is_double = x.dtype == np.float64
+    cdef int is_double = x.dtype.itemsize == 8
     cdef char* data = <char*>cnp.PyArray_DATA(x)
     cdef cnp.npy_intp* shape = cnp.PyArray_DIMS(x)
     cdef cnp.npy_intp* strides = cnp.PyArray_STRIDES(x)
@@ -281,9 +292,9 @@ def numerical_gradient(f, cnp.ndarray x, double h, cnp.ndarray grad):
         p = data + offset
         tmp = _read(p, is_double)
         try:
-            _write(p, is_double, tmp + h)
+            _write_step(p, is_double, tmp, h)
             fxh1 = f(x)
-            _write(p, is_double, tmp - h)
+            _write_step(p, is_double, tmp, -h)
             fxh2 = f(x)
         finally:
             _write(p, is_double, tmp)
