@@ -328,25 +328,22 @@ def _cmd_gradcheck(args: argparse.Namespace) -> int:
 def _cmd_datasets(args: argparse.Namespace) -> int:
     from .datasets import DATASETS, dataset_status
 
+    pad = " " * 15
     for name, info in DATASETS.items():
         status = dataset_status(name, data_dir=args.data_dir)
-        title = getattr(info, "title", name)
-        sizes = f"{info.n_train} train, {info.n_test} test images"
-        shape = "x".join(str(s) for s in getattr(info, "image_shape", ()) or ())
-        print(f"{name:14s} {title} ({sizes}{', ' + shape if shape else ''}, "
-              f"{info.n_classes} classes)")
-        if status.get("found"):
-            cached = " (cached)" if status.get("cached") else ""
-            print(f"{'':14s} found: {status['found']}{cached}")
-        else:
-            searched = ", ".join(str(s) for s in status.get("searched", [])) or "-"
-            print(f"{'':14s} not found; searched: {searched}")
-            urls = status.get("urls") or []
-            if urls:
-                print(f"{'':14s} would download from: {urls[0]}")
-                for url in urls[1:]:
-                    print(f"{'':14s}                     {url}")
-            print(f"{'':14s} get it with: minidl datasets fetch {name}")
+        shape = "x".join(str(s) for s in info.image_shape)
+        print(f"{name:14s} {info.title}: {info.n_train} train and {info.n_test} test images, "
+              f"{shape}, {info.n_classes} classes")
+        if status["found"]:
+            cached = " (parsed copy cached)" if status["cached"] else ""
+            print(f"{pad}found: {status['found']}{cached}")
+            continue
+        # the places are folders times file names: show the folders once
+        folders = list(dict.fromkeys(str(Path(p).parent) for p in status["searched"]))
+        print(f"{pad}not found in: {', '.join(folders) or '-'}")
+        for k, url in enumerate(status["urls"]):
+            print(f"{pad}{'would download from:' if k == 0 else '                 or:'} {url}")
+        print(f"{pad}get it with: minidl datasets fetch {name}")
     return EXIT_OK
 
 
@@ -362,8 +359,24 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
 
 
 def _one_line(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return "; ".join(line.strip() for line in text.splitlines() if line.strip())
+    """The error as one line; a dataset not found is summed up, 'minidl datasets' has the rest."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    from .datasets import DatasetNotFoundError
+
+    if isinstance(exc, DatasetNotFoundError) and len(lines) > 1:
+        # the loader's message lists every place searched, one per line
+        summary = [lines[0].split(" Searched")[0].rstrip(".:")]
+        for k, line in enumerate(lines):
+            if ". download: " in line:
+                note = line.split(". download: ", 1)[1].rstrip(":")
+                if note == "failed" and k + 1 < len(lines):
+                    note += f" ({lines[k + 1]})"
+                summary.append(f"download {note}")
+        summary.append("'minidl datasets' shows where minidl looks and how to fetch it")
+        return "; ".join(summary)
+    return "; ".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:

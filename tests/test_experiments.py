@@ -30,7 +30,8 @@ from minidl.networks import MultiLayerNet
 
 ROOT = Path(__file__).resolve().parents[1]
 MINI = DATASETS["mnist-mini"]
-QUICK = {"dataset": "mnist-mini", "hidden": (10,), "batch_size": 50, "iters": 30}
+BATCH = MINI.n_train // 20  # an epoch of 20 iterations: evaluations at 0 and 20 in 30 steps
+QUICK = {"dataset": "mnist-mini", "hidden": (10,), "batch_size": BATCH, "iters": 30}
 
 
 def png_size(path: Path) -> tuple[int, int]:
@@ -139,7 +140,7 @@ def test_run_writes_metrics_curves_and_model(tmp_path):
     np.testing.assert_allclose(m["iteration_loss"], result.history.train_loss)
 
     # evaluations at the seed's iterations; each row's loss is the mean since the previous one
-    ipe = max(MINI.n_train / 50, 1)
+    ipe = max(MINI.n_train / BATCH, 1)
     assert m["iter_per_epoch"] == ipe
     rows = m["epochs"]
     assert [r["iteration"] for r in rows] == [i for i in range(30) if i % ipe == 0]
@@ -187,7 +188,7 @@ def test_run_matches_the_notebook_loop():
     (x_train, t_train), (x_test, t_test) = load_dataset("mnist-mini")
     np.random.seed(1211)
     net = MultiLayerNet(MINI.n_features, [10], MINI.n_classes, weight_init_std=0.01)
-    expected = training.train(net, x_train, t_train, x_test, t_test, lr=0.1, batch_size=50,
+    expected = training.train(net, x_train, t_train, x_test, t_test, lr=0.1, batch_size=BATCH,
                               iters=30)
     result = run_experiment(**QUICK, progress=False, verbose=False)
     assert result.history.train_loss == expected.train_loss
@@ -195,9 +196,9 @@ def test_run_matches_the_notebook_loop():
 
 
 def test_same_seed_same_run_other_seed_other_run():
-    a = run_experiment(**QUICK, progress=False, verbose=False)
-    b = run_experiment(**QUICK, progress=False, verbose=False)
-    c = run_experiment(**{**QUICK, "seed": 7}, progress=False, verbose=False)
+    a = run_experiment(**{**QUICK, "iters": 5}, progress=False, verbose=False)
+    b = run_experiment(**{**QUICK, "iters": 5}, progress=False, verbose=False)
+    c = run_experiment(**{**QUICK, "iters": 5, "seed": 7}, progress=False, verbose=False)
     assert a.history.train_loss == b.history.train_loss
     assert a.history.train_loss != c.history.train_loss
 
@@ -221,7 +222,7 @@ def test_epochs_option_and_final_evaluation_reuse():
     # network (after step 39) is evaluated once more
     result = run_experiment(**{**QUICK, "iters": None, "epochs": 2}, progress=False,
                             verbose=False)
-    ipe = max(MINI.n_train / 50, 1)
+    ipe = max(MINI.n_train / BATCH, 1)
     assert result.history.iterations == math.ceil(2 * ipe)
     # iters=1: the only evaluation (iteration 0) already saw the final network
     one = run_experiment(**{**QUICK, "iters": 1}, progress=False, verbose=False)
@@ -391,8 +392,8 @@ def test_compare_table_files_and_same_seed(tmp_path):
 
 
 def test_compare_depth_and_activation_in_memory():
-    table = compare(**{**QUICK, "hidden": [10, (10, 5)]}, activation=["relu", "sigmoid"],
-                    progress=False, verbose=False)
+    table = compare(**{**QUICK, "hidden": [10, (10, 5)], "iters": 5},
+                    activation=["relu", "sigmoid"], progress=False, verbose=False)
     assert len(table) == 4 and table.varied == ["hidden", "activation"]
     assert [r.network.sizes[1:-1] for r in table.results] == [[10], [10], [10, 5], [10, 5]]
     csv_rows = list(csv.DictReader(io.StringIO(table.to_csv())))
@@ -402,9 +403,10 @@ def test_compare_depth_and_activation_in_memory():
 
 
 def test_compare_with_explicit_configs():
-    configs = [ExperimentConfig(**QUICK), dict(QUICK, batch_size=25)]
+    configs = [ExperimentConfig(**{**QUICK, "iters": 5}), dict(QUICK, iters=5,
+                                                               batch_size=BATCH // 2)]
     table = compare(configs, progress=False, verbose=False)
-    assert table.varied == ["batch_size"] and [r["batch_size"] for r in table] == [50, 25]
+    assert table.varied == ["batch_size"] and [r["batch_size"] for r in table] == [BATCH, BATCH // 2]
     with pytest.raises(TypeError, match="not both"):
         compare(configs, lr=[0.1, 0.2])
 
