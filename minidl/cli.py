@@ -129,8 +129,8 @@ curves), and a folder per run with its metrics, curves and model.
 """
 
 GRADCHECK_EXAMPLES = """\
-The batch is drawn as the training loop draws it, after seeding NumPy and building
-the network. Exit status 1 when the two gradients of some parameter disagree.
+The batch is the first N training images, as in the book's gradient_check.py; the
+network is built after seeding NumPy. Exit status 1 when the two gradients disagree.
 
 examples:
   minidl gradcheck                                  784-50-10 on 3 images of mnist-mini
@@ -312,14 +312,13 @@ def _cmd_gradcheck(args: argparse.Namespace) -> int:
     data = _load(config)
     _check_sizes(config, data.info["n_train"])
     network = _build_network(config, data)  # seeds NumPy, then builds
-    batch = np.random.choice(data.info["n_train"], config.batch_size)  # as the seed draws
-    x = data.x_train[batch]
+    # the first images, as the book's gradient_check.py takes x_train[:3]
+    x = data.x_train[:config.batch_size]
     if config.dtype == "float32":
         x = x.astype(np.float32, copy=False)
-    t = data.t_train[batch]
-    sizes = "-".join(str(s) for s in network.sizes)
-    print(f"gradient check: {data.info['title']}, {sizes} {config.activation}, "
-          f"batch of {config.batch_size}, {config.dtype}, seed {config.seed}")
+    t = data.t_train[:config.batch_size]
+    print(f"data: the first {config.batch_size} training images of {data.info['title']}; "
+          f"weights drawn with seed {config.seed}, {config.dtype}")
     report = gradient_check(network, x, t)
     print(report)
     return EXIT_OK if getattr(report, "ok", True) else EXIT_MISMATCH

@@ -269,5 +269,20 @@ def test_datasets_lists_every_dataset(capsys):
 def test_gradcheck_prints_the_report(capsys):
     assert main(["gradcheck", "--hidden", "5", "--batch-size", "2"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("gradient check: ") and f"{MINI.n_features}-5-10 relu" in out
-    assert "W1" in out and "b2" in out
+    assert out.startswith("data: the first 2 training images of MNIST mini")
+    assert f"{MINI.n_features}-5-10" in out and "W1" in out and "b2" in out
+    assert "backprop" in out and "numerical" in out  # the time of each method
+
+
+def test_gradcheck_exit_status_1_when_gradients_disagree(monkeypatch, capsys):
+    import minidl.gradient
+
+    class Disagreeing:
+        ok = False
+
+        def __str__(self):
+            return "W1 disagrees"
+
+    monkeypatch.setattr(minidl.gradient, "gradient_check", lambda net, x, t: Disagreeing())
+    assert main(["gradcheck", "--hidden", "5", "--batch-size", "2"]) == 1
+    assert "W1 disagrees" in capsys.readouterr().out
