@@ -225,7 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_train)
 
     p = commands.add_parser("compare", help="train several configurations and compare them",
-                            description="Train several configurations and compare them.",
+                            description="Train several configurations and compare them: give "
+                                        "options several values.",
                             epilog=COMPARE_EXAMPLES, formatter_class=_Formatter)
     _add_model_options(p, several=True)
     _add_training_options(p, several=True)
@@ -241,14 +242,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("datasets", help="list the datasets and where they are; fetch one",
                             description="List every dataset: where it was found, whether it "
-                                        "is cached, where it would be downloaded from.",
+                                        "is cached,\nwhere it would be downloaded from.",
                             epilog=DATASETS_EXAMPLES, formatter_class=_Formatter)
     p.add_argument("--data-dir", metavar="DIR", default=None, help="look here first")
     p.set_defaults(func=_cmd_datasets)
     actions = p.add_subparsers(dest="action", metavar="ACTION")
     f = actions.add_parser("fetch", help="download a dataset (or find it) and print its folder",
-                           description="Download a dataset into the cache, or into --data-dir, "
-                                       "unless it is already there; print where it is.",
+                           description="Download a dataset into the cache, or into --data-dir,"
+                                       "\nunless it is already there; print where it is.",
                            epilog=DATASETS_EXAMPLES, formatter_class=_Formatter)
     f.add_argument("name", type=_dataset, metavar="NAME",
                    help=f"one of: {', '.join(_dataset_names())}")
