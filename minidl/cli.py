@@ -123,8 +123,9 @@ examples (the assignment's comparisons, one command each):
   minidl compare --batch-size 100 500 --epochs 5
   minidl compare --lr 0.1 0.01 --activation relu sigmoid    4 runs
 
-prints a table (final and best test accuracy, final train accuracy, time) and writes to
---out: comparison.md, comparison.csv, comparison.json, comparison.png (every run's
+prints a table: the final network's test and train accuracy, the best per-epoch test
+accuracy and its epoch, the training time (per-epoch evaluations included); and writes
+to --out: comparison.md, comparison.csv, comparison.json, comparison.png (every run's
 curves), and a folder per run with its metrics, curves and model.
 """
 

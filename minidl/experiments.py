@@ -276,14 +276,13 @@ class RunResult:
 
     @property
     def best_test_acc(self) -> float | None:
-        accs = [row["test_acc"] for row in self.metrics["epochs"]]
-        if self.final_test_acc is not None:
-            accs.append(self.final_test_acc)
-        return max(accs) if accs else None
+        """The best test accuracy of the per-epoch evaluations (the final one aside)."""
+        rows = self.metrics["epochs"]
+        return max(row["test_acc"] for row in rows) if rows else None
 
     @property
     def best_epoch(self) -> int | None:
-        """The epoch of the best per-epoch test accuracy."""
+        """The epoch of ``best_test_acc`` (the first, if several tie)."""
         rows = self.metrics["epochs"]
         return max(rows, key=lambda row: row["test_acc"])["epoch"] if rows else None
 
@@ -840,9 +839,10 @@ def compare(configs: Iterable[ExperimentConfig | dict] | None = None, /, *,
 
     ``out``: a folder for ``comparison.md``, ``comparison.csv``,
     ``comparison.json``, ``comparison.png`` (every run's curves) and a
-    sub-folder per run with its own files. Returns a ``ComparisonTable`` (final
-    and best test accuracy, final train accuracy, time; ``.results`` holds each
-    run's ``RunResult``). On Ctrl-C the table of the runs so far is written,
+    sub-folder per run with its own files. Returns a ``ComparisonTable``: the
+    final network's test and train accuracy, the best per-epoch test accuracy
+    and its epoch, the training time; ``.results`` holds each run's
+    ``RunResult``. On Ctrl-C the table of the runs so far is written,
     and the ``KeyboardInterrupt`` is re-raised with ``.table`` and ``.out``.
     """
     if configs is not None:

@@ -366,7 +366,8 @@ def test_compare_table_files_and_same_seed(tmp_path):
     assert [row["lr"] for row in table] == [0.1, 0.05]
     for row, result in zip(table.rows, table.results):
         assert row["final_test_acc"] == result.final_test_acc
-        assert row["best_test_acc"] == max(result.history.test_acc + [result.final_test_acc])
+        assert row["best_test_acc"] == max(result.history.test_acc)
+        assert result.history.test_acc[row["best_epoch"]] == row["best_test_acc"]
         assert row["iterations"] == 30 and row["seconds"] > 0
 
     # the same seed for every run: the lr=0.1 row is exactly the single run
