@@ -108,7 +108,7 @@ class _LayerNet:
         """
         if use_fast_path(self, method):
             return numerical_gradient_of(self, x, t)
-        loss_W = lambda W: self.loss(x, t)  # noqa: E731 - the book's idiom
+        loss_W = lambda W: self.loss(x, t)
 
         grads = {}
         for key in self.params:
