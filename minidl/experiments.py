@@ -57,6 +57,7 @@ from typing import Any
 import numpy as np
 
 from . import training
+from ._atomic import atomic_write
 from .networks import ACTIVATIONS, MultiLayerNet
 
 __all__ = [
@@ -400,15 +401,9 @@ def _remove_if_empty(path: Path) -> None:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    """Write ``text`` to ``path`` as UTF-8, atomically."""
+    with atomic_write(path) as fh:
+        fh.write(text.encode("utf-8"))
 
 
 EPOCH_COLUMNS = ("epoch", "iteration", "train_acc", "test_acc", "loss", "elapsed")

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zipfile
 from collections import OrderedDict
+from pathlib import Path
 
 import numpy as np
 
+from ._atomic import atomic_write
 from ._checks import FLOAT_DTYPES
 from .gradient import numerical_gradient
 from .layers import Affine, Relu, Sigmoid, SoftmaxWithLoss
@@ -149,17 +150,9 @@ class _LayerNet:
 
     def save(self, path) -> None:
         """Write parameters and architecture to ``path`` (``.npz``, no pickle), atomically."""
-        path = os.fspath(path)
         meta = json.dumps({"format": FORMAT_VERSION, **self.architecture()})
-        folder = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix=".minidl-", suffix=".npz", dir=folder)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, __architecture__=np.array(meta), **self.params)
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        with atomic_write(Path(path)) as fh:
+            np.savez(fh, __architecture__=np.array(meta), **self.params)
 
     @classmethod
     def load(cls, path):

@@ -12,11 +12,12 @@ holds, or ``RunResult.metrics``); ``plot_comparison`` draws several.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
+from ._atomic import atomic_write
 
 __all__ = ["plot_comparison", "plot_curves"]
 
@@ -31,16 +32,9 @@ def _figure(width: float, height: float):
 
 
 def _save(fig, path: str | os.PathLike) -> None:
-    """Save ``fig`` as a PNG through a temporary file and ``os.replace``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".png", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png", dpi=100)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    """Save ``fig`` as a PNG, atomically."""
+    with atomic_write(Path(path)) as fh:
+        fig.savefig(fh, format="png", dpi=100)
 
 
 def _losses(metrics: dict) -> np.ndarray:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from minidl.datasets._atomic import atomic_write
+from minidl._atomic import atomic_write
 from minidl.datasets._idx import read_dataset
 from minidl.datasets._registry import IDX_FILES
 

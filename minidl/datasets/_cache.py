@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._atomic import atomic_write
+from .._atomic import atomic_write
 
 FORMAT = "minidl-parsed-v1"
 KEYS = ("x_train", "t_train", "x_test", "t_test")  # CIFAR-10 adds x_train_gray, x_test_gray

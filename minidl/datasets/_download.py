@@ -13,8 +13,8 @@ import sys
 import urllib.request
 from pathlib import Path
 
+from .._atomic import atomic_write
 from . import _checksum
-from ._atomic import atomic_write
 from ._registry import DOWNLOADS, MIRRORS
 
 TIMEOUT = 60  # seconds without data before a mirror is given up
