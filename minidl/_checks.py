@@ -26,10 +26,18 @@ def float_dtype(what: str, *arrays) -> np.dtype:
     return dtype
 
 
+def as_array(what: str, x) -> np.ndarray:
+    """``x`` as a NumPy array: lists and numbers are converted, anything else refused."""
+    if isinstance(x, (list, tuple, float, int)):
+        return np.asarray(x, dtype=np.float64)
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{what}: expected a NumPy array, got {type(x).__name__}")
+    return x
+
+
 def float_array(what: str, x) -> np.ndarray:
     """``x`` as an array of float32 or float64 (no copy when it already is one)."""
-    if isinstance(x, (list, tuple, float, int)):
-        x = np.asarray(x, dtype=np.float64)
+    x = as_array(what, x)
     float_dtype(what, x)
     return x
 

@@ -20,6 +20,8 @@ tests hold each kernel against it.
 
 cimport cython
 from cython.parallel cimport prange
+cimport openmp
+from openmp cimport omp_get_max_threads
 from libc.math cimport exp, log
 from libc.stdint cimport int64_t
 
@@ -39,8 +41,10 @@ cdef double CE_EPS = 1e-7
 # Tile sizes of the blocked GEMM: a KC x NC panel of B (64 x 256 doubles =
 # 128 KiB) stays in L2 while every row of A streams past it.
 cdef enum:
+    MC = 16
     KC = 64
     NC = 256
+    PARALLEL_MIN_FLOPS = 1 << 20
 
 
 # --------------------------------------------------------------------------
@@ -73,9 +77,15 @@ def gemm(
     const floating[:, ::1] B,   # IN (K, N)
     floating[:, ::1] C,         # OUT (M, N), overwritten with A @ B
 ):
-    """Blocked matrix product ``C = A @ B``, parallel over rows of ``C``."""
+    """Blocked matrix product ``C = A @ B``.
+
+    One parallel region per call, over strips of MC rows of ``C``; within a
+    strip the KC x NC panels of ``B`` are visited in turn. Small products run
+    on one thread: starting threads costs more than they would save.
+    """
     cdef Py_ssize_t M = A.shape[0], K = A.shape[1], N = B.shape[1]
-    cdef Py_ssize_t i, j, k0, j0, k1, j1
+    cdef Py_ssize_t i, s, n_strips, k0, j0, k1, j1, i1
+    cdef int n_threads = 1 if M * N * K < PARALLEL_MIN_FLOPS else 0
     if M == 0 or N == 0:
         return
     cdef floating* c = &C[0, 0]
@@ -84,16 +94,23 @@ def gemm(
     with nogil:
         for i in range(M * N):
             c[i] = 0
-        if K > 0:
-            a = &A[0, 0]
-            b = &B[0, 0]
+    if K == 0:
+        return
+    a = &A[0, 0]
+    b = &B[0, 0]
+    if n_threads == 0:
+        n_threads = omp_get_max_threads()
+    with nogil:
+        n_strips = (M + MC - 1) // MC
+        for s in prange(n_strips, schedule="static", num_threads=n_threads):
+            i1 = min((s + 1) * MC, M)
             j0 = 0
             while j0 < N:
                 j1 = min(j0 + <Py_ssize_t>NC, N)
                 k0 = 0
                 while k0 < K:
                     k1 = min(k0 + <Py_ssize_t>KC, K)
-                    for i in prange(M, schedule="static"):
+                    for i in range(s * MC, i1):
                         _gemm_panel(a + i * K, b, c + i * N, N, k0, k1, j0, j1)
                     k0 = k1
                 j0 = j1
@@ -237,17 +254,28 @@ cdef inline void _write(char* p, int is_double, double v) noexcept nogil:
         (<float*>p)[0] = <float>v
 
 
+cdef inline void _write_step(char* p, int is_double, double v, double step) noexcept nogil:
+    # v + step in x's dtype: for float32, float32 arithmetic, as NumPy 2 does for
+    # the book's ``tmp_val + h`` (np.float32 + Python float stays float32).
+    if is_double:
+        (<double*>p)[0] = v + step
+    else:
+        (<float*>p)[0] = <float>v + <float>step
+
+
 def numerical_gradient(f, cnp.ndarray x, double h, cnp.ndarray grad):
     """Central differences of ``f`` at ``x``, written into ``grad``.
 
     ``x`` (IN/OUT, any shape and strides, float32 or float64, writeable) is
     perturbed in place, one element at a time, in C order: ``x[i] + h``, then
-    ``x[i] - h`` (each rounded to ``x``'s dtype, as the book's NumPy code
-    does), and restored afterwards, even when ``f`` raises. ``f`` is called as
+    ``x[i] - h`` (computed in ``x``'s dtype, as the book's NumPy code does
+    under NumPy 2), and restored afterwards, even when ``f`` raises. ``f`` is called as
     ``f(x)``. ``grad`` (OUT) is C-contiguous float64 with ``x.size`` elements.
     """
+    if x.dtype.kind != "f" or not x.dtype.isnative or x.dtype.itemsize not in (4, 8):
+        raise TypeError(f"numerical_gradient: x must be native float32 or float64, not {x.dtype}")
     cdef int nd = x.ndim
-    cdef int is_double = x.dtype == np.float64
+    cdef int is_double = x.dtype.itemsize == 8
     cdef char* data = <char*>cnp.PyArray_DATA(x)
     cdef cnp.npy_intp* shape = cnp.PyArray_DIMS(x)
     cdef cnp.npy_intp* strides = cnp.PyArray_STRIDES(x)
@@ -264,9 +292,9 @@ def numerical_gradient(f, cnp.ndarray x, double h, cnp.ndarray grad):
         p = data + offset
         tmp = _read(p, is_double)
         try:
-            _write(p, is_double, tmp + h)
+            _write_step(p, is_double, tmp, h)
             fxh1 = f(x)
-            _write(p, is_double, tmp - h)
+            _write_step(p, is_double, tmp, -h)
             fxh2 = f(x)
         finally:
             _write(p, is_double, tmp)

@@ -12,15 +12,15 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = [
+    "cross_entropy_error",
     "identity_function",
-    "step_function",
-    "sigmoid",
-    "sigmoid_grad",
     "relu",
     "relu_grad",
+    "sigmoid",
+    "sigmoid_grad",
     "softmax",
-    "cross_entropy_error",
     "softmax_loss",
+    "step_function",
 ]
 
 
@@ -72,7 +72,7 @@ def cross_entropy_error(y, t):
         y = y.reshape(1, y.size)
 
     # One-hot labels become class indices.
-    if t.size == y.size:
+    if t.size == y.size and t.ndim == y.ndim:
         t = t.argmax(axis=1)
 
     batch_size = y.shape[0]

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
 from . import _backend
-from ._checks import float_dtype
+from ._checks import FLOAT_DTYPES, float_dtype
+from ._reference import NumpyOps
+from .numgrad import GradientCheckReport, H, gradient_check
 
-__all__ = ["numerical_gradient"]
-
-H = 1e-4  # the book's step
+__all__ = ["GradientCheckReport", "H", "gradient_check", "numerical_gradient"]
 
 
 def numerical_gradient(f: Callable[[np.ndarray], float], x: np.ndarray) -> np.ndarray:
@@ -29,4 +29,6 @@ def numerical_gradient(f: Callable[[np.ndarray], float], x: np.ndarray) -> np.nd
     float_dtype("numerical_gradient: x", x)
     if not x.flags.writeable:
         raise ValueError("numerical_gradient: x is read-only; it must be perturbed in place")
+    if x.dtype not in FLOAT_DTYPES:  # non-native byte order: only NumPy's own loop reads it
+        return NumpyOps().numerical_gradient(f, x, H)
     return _backend.ops().numerical_gradient(f, x, H)

@@ -10,21 +10,21 @@ from __future__ import annotations
 import numpy as np
 
 from . import _backend
-from ._checks import batch_size_of, float_array, float_dtype, labels_as_indices
+from ._checks import as_array, batch_size_of, float_array, float_dtype, labels_as_indices
 from .functions import cross_entropy_error, relu, sigmoid, softmax
 
 __all__ = [
-    "MulLayer",
     "AddLayer",
+    "Affine",
+    "MulLayer",
     "Relu",
     "Sigmoid",
-    "Affine",
     "SoftmaxWithLoss",
+    "cross_entropy_error",
+    "relu",
     # re-exported as the book's layers module does
     "sigmoid",
-    "relu",
     "softmax",
-    "cross_entropy_error",
 ]
 
 
@@ -114,7 +114,7 @@ class Affine:
 
     def forward(self, x):
         W, b = self.W, self.b
-        x = float_array("Affine.forward", x)
+        x = as_array("Affine.forward", x)
         dtype = float_dtype("Affine.forward (x, W, b)", x, W, b)
         if W.ndim != 2 or b.shape != (W.shape[1],):
             raise ValueError(

@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import zipfile
 from collections import OrderedDict
+from pathlib import Path
 
 import numpy as np
 
+from ._atomic import atomic_write
 from ._checks import FLOAT_DTYPES
 from .gradient import numerical_gradient
 from .layers import Affine, Relu, Sigmoid, SoftmaxWithLoss
+from .numgrad import numerical_gradient_of, use_fast_path
 
-__all__ = ["TwoLayerNet", "ThreeLayerNet", "MultiLayerNet", "load_network"]
+__all__ = ["MultiLayerNet", "ThreeLayerNet", "TwoLayerNet", "load_network"]
 
 ACTIVATIONS = {"relu": Relu, "sigmoid": Sigmoid}
 EVAL_CHUNK = 8192  # rows per forward pass in accuracy()
@@ -104,9 +107,17 @@ class _LayerNet:
         return accuracy
 
     # x: input data, t: labels
-    def numerical_gradient(self, x, t):
-        """Central differences of the loss for every parameter (slow: 2 losses per entry)."""
-        loss_W = lambda W: self.loss(x, t)  # noqa: E731 - the book's idiom
+    def numerical_gradient(self, x, t, method="auto"):
+        """Central differences of the loss for every parameter, h = 1e-4.
+
+        ``method='generic'`` runs the book's loop below (2 full losses per
+        entry); 'auto' (default) computes the same numbers from one cached
+        forward pass with ``minidl.numgrad`` when the network is a standard
+        stack, else the loop; 'fast' insists on ``minidl.numgrad``.
+        """
+        if use_fast_path(self, method):
+            return numerical_gradient_of(self, x, t)
+        loss_W = lambda W: self.loss(x, t)
 
         grads = {}
         for key in self.params:
@@ -149,17 +160,9 @@ class _LayerNet:
 
     def save(self, path) -> None:
         """Write parameters and architecture to ``path`` (``.npz``, no pickle), atomically."""
-        path = os.fspath(path)
         meta = json.dumps({"format": FORMAT_VERSION, **self.architecture()})
-        folder = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix=".minidl-", suffix=".npz", dir=folder)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, __architecture__=np.array(meta), **self.params)
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        with atomic_write(Path(path)) as fh:
+            np.savez(fh, __architecture__=np.array(meta), **self.params)
 
     @classmethod
     def load(cls, path):
@@ -222,29 +225,43 @@ class MultiLayerNet(_LayerNet):
 
 
 def load_network(path):
-    """Rebuild a network from a file written by ``save``."""
-    with np.load(os.fspath(path), allow_pickle=False) as data:
-        if "__architecture__" not in data.files:
-            raise ValueError(f"{path}: not a minidl model file (no architecture record)")
-        try:
-            meta = json.loads(str(data["__architecture__"]))
-            kind, sizes = meta["class"], meta["sizes"]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ValueError(f"{path}: damaged architecture record ({exc})") from None
-        common = dict(activation=meta.get("activation", "relu"), dtype=meta.get("dtype", "float64"))
-        rng_state = np.random.get_state()  # building draws weights; loading must not move the seed
-        try:
-            net = _build(kind, sizes, meta, common, path)
-        finally:
-            np.random.set_state(rng_state)
-        for key, value in net.params.items():
-            if key not in data.files:
-                raise ValueError(f"{path}: parameter {key} is missing")
-            saved = data[key]
-            if saved.shape != value.shape:
-                raise ValueError(f"{path}: parameter {key} has shape {saved.shape}, "
-                                 f"expected {value.shape}")
-            value[...] = saved  # in place: the layers share these arrays
+    """Rebuild a network from a file written by ``save``.
+
+    Raises ``ValueError`` naming the file when it is not a readable minidl model.
+    """
+    try:
+        with np.load(os.fspath(path), allow_pickle=False) as data:
+            return _load_from(data, path)
+    except (zipfile.BadZipFile, EOFError, OSError, KeyError) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise ValueError(f"{path}: not a readable minidl model file ({exc})") from None
+
+
+def _load_from(data, path):
+    if "__architecture__" not in data.files:
+        raise ValueError(f"{path}: not a minidl model file (no architecture record)")
+    try:
+        meta = json.loads(str(data["__architecture__"]))
+        kind, sizes = meta["class"], meta["sizes"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path}: damaged architecture record ({exc})") from None
+    if not isinstance(sizes, list) or not all(isinstance(s, int) for s in sizes):
+        raise ValueError(f"{path}: damaged architecture record (sizes {sizes!r})")
+    common = {"activation": meta.get("activation", "relu"), "dtype": meta.get("dtype", "float64")}
+    rng_state = np.random.get_state()  # building draws weights; loading must not move the seed
+    try:
+        net = _build(kind, sizes, meta, common, path)
+    finally:
+        np.random.set_state(rng_state)
+    for key, value in net.params.items():
+        if key not in data.files:
+            raise ValueError(f"{path}: parameter {key} is missing")
+        saved = data[key]
+        if saved.shape != value.shape:
+            raise ValueError(f"{path}: parameter {key} has shape {saved.shape}, "
+                             f"expected {value.shape}")
+        value[...] = saved  # in place: the layers share these arrays
     return net
 
 

@@ -1,0 +1,31 @@
+"""The compiled extension is really there and really used."""
+
+import importlib.machinery
+
+import minidl
+from minidl import _backend, _core
+
+
+def test_core_is_a_compiled_extension():
+    assert _core.__file__.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))
+
+
+def test_default_backend_is_cython():
+    assert minidl.get_backend() == "cython"
+    assert isinstance(_backend.ops(), _backend.CythonOps)
+
+
+def test_set_backend_switches_and_rejects_unknown():
+    try:
+        minidl.set_backend("numpy")
+        assert minidl.get_backend() == "numpy"
+        minidl.set_backend("cython", gemm="cython")
+        assert _backend.ops().gemm_impl == "cython"
+    finally:
+        minidl.set_backend("cython")
+    import pytest
+
+    with pytest.raises(ValueError, match="unknown backend"):
+        minidl.set_backend("torch")
+    with pytest.raises(ValueError, match="gemm"):
+        minidl.set_backend("cython", gemm="mkl")

@@ -1,0 +1,196 @@
+"""Every compiled kernel held against the NumPy reference (``minidl._reference``).
+
+Tolerances: rtol 1e-6 for float32 and 1e-12 for float64 on elementwise kernels;
+products and sums are held to a bound scaled by the magnitudes summed
+(``|A| @ |B|``), since their rounding depends on the order of summation.
+"""
+
+import numpy as np
+import pytest
+from conftest import DTYPES, RTOL
+
+from minidl import _core
+from minidl._backend import CythonOps
+from minidl._reference import NumpyOps
+
+REF = NumpyOps()
+OPS = [CythonOps("blas"), CythonOps("cython")]
+LAYOUTS = ["C", "F", "strided"]
+EPS = {np.dtype(np.float32): np.finfo(np.float32).eps, np.dtype(np.float64): np.finfo(np.float64).eps}
+
+
+def arrange(a: np.ndarray, layout: str) -> np.ndarray:
+    """The same values as ``a`` in another memory layout."""
+    if layout == "C":
+        return np.ascontiguousarray(a)
+    if layout == "F":
+        return np.asfortranarray(a)
+    big = np.zeros(tuple(2 * s for s in a.shape), dtype=a.dtype)
+    view = big[tuple(slice(None, None, 2) for _ in a.shape)]
+    view[...] = a
+    return view
+
+
+def assert_product_close(got, a, b, dtype):
+    """|got - a@b| <= K * eps * (|a| @ |b|): the standard bound for a dot product."""
+    ref = np.dot(a.astype(np.float64), b.astype(np.float64))
+    bound = a.shape[1] * EPS[np.dtype(dtype)] * np.dot(np.abs(a), np.abs(b)) + 1e-300
+    assert got.dtype == dtype
+    assert np.all(np.abs(got - ref) <= bound), np.max(np.abs(got - ref) / bound)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("shape", [(1, 1, 1), (1, 784, 50), (7, 3, 5), (100, 784, 50), (100, 50, 10),
+                                   (33, 300, 270), (50, 100, 784), (2, 0, 3)])
+def test_tiled_gemm_matches_numpy(dtype, layout, shape, rng):
+    m, k, n = shape
+    a = rng.standard_normal((m, k)).astype(dtype)
+    a[a < 0.3] = 0  # sparse, like ReLU activations: exercises the zero skip
+    b = rng.standard_normal((k, n)).astype(dtype)
+    got = CythonOps("cython").gemm(arrange(a, layout), arrange(b, layout))
+    assert_product_close(got, a, b, dtype)
+    if k == 0:
+        assert np.all(got == 0)
+
+
+@pytest.mark.parametrize("ops", OPS, ids=lambda o: o.gemm_impl)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("n", [1, 5, 100])
+def test_affine_forward_backward(ops, dtype, layout, n, rng):
+    x = rng.random((n, 30)).astype(dtype)
+    W = (0.1 * rng.standard_normal((30, 12))).astype(dtype)
+    b = rng.standard_normal(12).astype(dtype)
+    dout = rng.standard_normal((n, 12)).astype(dtype)
+    x_, W_, dout_ = arrange(x, layout), arrange(W, layout), arrange(dout, layout)
+
+    out = ops.affine_forward(x_, W_, b)
+    ref = REF.affine_forward(x, W, b)
+    np.testing.assert_allclose(out, ref, rtol=30 * RTOL[np.dtype(dtype)], atol=1e-6 if dtype == np.float32 else 1e-13)
+
+    dx, dW, db = ops.affine_backward(x_, W_, dout_)
+    _, _, rdb = REF.affine_backward(x, W, dout)
+    assert_product_close(dx, dout, W.T, dtype)
+    assert_product_close(dW, x.T, dout, dtype)
+    np.testing.assert_allclose(db, rdb, rtol=RTOL[np.dtype(dtype)] * n, atol=1e-6 if dtype == np.float32 else 1e-13)
+
+    none, dW2, _ = ops.affine_backward(x_, W_, dout_, need_dx=False)
+    assert none is None
+    np.testing.assert_array_equal(dW2, dW)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("shape", [(1, 1), (1, 10), (100, 50), (3, 4, 5, 6)])
+@pytest.mark.parametrize("kind", ["relu", "sigmoid"])
+def test_activations_match_reference(kind, dtype, layout, shape, rng):
+    x = (5 * rng.standard_normal(shape)).astype(dtype)
+    x.flat[0] = 0.0  # the kink: ReLU's gradient there is 0
+    dout = rng.standard_normal(shape).astype(dtype)
+    ops = CythonOps()
+    fwd, bwd = getattr(ops, f"{kind}_forward"), getattr(ops, f"{kind}_backward")
+    rfwd, rbwd = getattr(REF, f"{kind}_forward"), getattr(REF, f"{kind}_backward")
+
+    out = fwd(arrange(x, layout))
+    ref = rfwd(x)
+    assert out.dtype == dtype and out.shape == shape
+    np.testing.assert_allclose(out, ref, rtol=RTOL[np.dtype(dtype)], atol=0)
+
+    # backward is a function of (dout, out): feed both the same forward output
+    dx = bwd(arrange(dout, layout), arrange(ref, layout))
+    np.testing.assert_allclose(dx, rbwd(dout, ref), rtol=4 * RTOL[np.dtype(dtype)], atol=0)
+    if kind == "relu":
+        assert dx.flat[0] == 0
+
+
+def test_sigmoid_extremes_do_not_overflow():
+    x = np.array([-1000.0, -50.0, 0.0, 50.0, 1000.0])
+    with np.errstate(all="raise"):
+        out = CythonOps().sigmoid_forward(x)
+    np.testing.assert_allclose(out, [0.0, 1.9287498479639178e-22, 0.5, 1.0, 1.0], rtol=1e-12)
+
+
+def test_relu_passes_nan_through_like_the_book():
+    x = np.array([np.nan, -1.0, 2.0])
+    out = CythonOps().relu_forward(x)
+    assert np.isnan(out[0]) and out[1] == 0 and out[2] == 2
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("shape", [(1, 10), (7, 3), (100, 10), (5, 1)])
+@pytest.mark.parametrize("scale", [1.0, 100.0])
+def test_softmax_cross_entropy_matches_reference(dtype, layout, shape, scale, rng):
+    n, c = shape
+    x = (scale * rng.standard_normal(shape)).astype(dtype)
+    labels = rng.integers(0, c, n).astype(np.int64)
+    ops = CythonOps()
+    loss, y = ops.softmax_cross_entropy_forward(arrange(x, layout), labels)
+    rloss, ry = REF.softmax_cross_entropy_forward(x, labels)
+    rtol = RTOL[np.dtype(dtype)]
+    np.testing.assert_allclose(y, ry, rtol=10 * rtol, atol=10 * EPS[np.dtype(dtype)])
+    np.testing.assert_allclose(loss, rloss, rtol=10 * rtol)
+    assert np.isfinite(loss)
+
+    for dout in (1.0, 0.5):
+        dx = ops.softmax_cross_entropy_backward(arrange(y, layout), labels, dout)
+        np.testing.assert_allclose(dx, REF.softmax_cross_entropy_backward(y, labels, dout),
+                                   rtol=rtol, atol=EPS[np.dtype(dtype)])
+
+
+def test_softmax_cross_entropy_uses_the_books_epsilon():
+    # a probability of (almost) 0 for the true class: the loss is -log(1e-7), not inf
+    x = np.array([[0.0, 1000.0]])
+    loss, _ = CythonOps().softmax_cross_entropy_forward(x, np.array([0]))
+    np.testing.assert_allclose(loss, -np.log(1e-7), rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("layout", ["C", "F", "strided", "transposed", "0-d", "empty"])
+def test_numerical_gradient_kernel_matches_reference(dtype, layout, rng):
+    if layout == "0-d":
+        x = np.array(0.7, dtype=dtype)
+    elif layout == "empty":
+        x = np.zeros((0, 3), dtype=dtype)
+    elif layout == "transposed":
+        x = rng.standard_normal((3, 4)).astype(dtype).T
+    else:
+        x = arrange(rng.standard_normal((2, 3, 4)).astype(dtype), layout)
+    coeffs = np.arange(1, x.size + 1, dtype=np.float64).reshape(x.shape)
+
+    def f(a):
+        return float(np.sum(coeffs * a.astype(np.float64) ** 2))
+
+    before = x.copy()
+    got = CythonOps().numerical_gradient(f, x)
+    x_ref = x.copy()
+    want = REF.numerical_gradient(f, x_ref)
+    np.testing.assert_array_equal(x, before)  # restored
+    assert got.shape == x.shape and got.dtype == x.dtype
+    np.testing.assert_allclose(got, want, rtol=1e-3 if dtype == np.float32 else 1e-9, atol=1e-2 if dtype == np.float32 else 1e-9)
+    np.testing.assert_allclose(got, 2 * coeffs * x, rtol=1e-2 if dtype == np.float32 else 1e-6, atol=1e-2 if dtype == np.float32 else 1e-6)
+
+
+def test_numerical_gradient_kernel_restores_x_when_f_raises():
+    x = np.arange(6, dtype=np.float64).reshape(2, 3)
+    calls = []
+
+    def f(a):
+        calls.append(a.copy())
+        if len(calls) == 4:
+            raise RuntimeError("boom")
+        return 0.0
+
+    with pytest.raises(RuntimeError, match="boom"):
+        CythonOps().numerical_gradient(f, x)
+    np.testing.assert_array_equal(x, np.arange(6, dtype=np.float64).reshape(2, 3))
+    # the calls saw x[0,0] + h, x[0,0] - h, x[0,1] + h, ... in C order
+    assert calls[2][0, 1] == 1 + 1e-4 and calls[2][0, 0] == 0
+
+
+def test_gemm_kernel_raw_wrapper_accepts_only_matching_dtypes():
+    a = np.ones((2, 2), np.float32)
+    b = np.ones((2, 2), np.float64)
+    with pytest.raises((TypeError, ValueError)):
+        _core.gemm(a, b, np.empty((2, 2), np.float32))
