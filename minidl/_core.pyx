@@ -22,7 +22,7 @@ cimport cython
 from cython.parallel cimport prange
 cimport openmp
 from openmp cimport omp_get_max_threads
-from libc.math cimport exp, log
+from libc.math cimport exp, expf, log
 from libc.stdint cimport int64_t
 
 import numpy as np
@@ -157,12 +157,18 @@ def relu_backward(
             dx[i] = 0 if out[i] <= 0 else dout[i]
 
 
+cdef inline floating _exp(floating v) noexcept nogil:
+    if floating is float:
+        return expf(v)  # single precision: twice as fast as exp, and what float32 asks for
+    return exp(v)
+
+
 cdef inline floating _sigmoid(floating v) noexcept nogil:
     # Two branches so that exp never overflows.
     cdef floating e
     if v >= 0:
-        return 1 / (1 + exp(-v))
-    e = exp(v)
+        return 1 / (1 + _exp(-v))
+    e = _exp(v)
     return e / (1 + e)
 
 

@@ -203,6 +203,9 @@ class Trainer:
         self.b = [network.params[f"b{i}"] for i in range(1, self.n_affine + 1)]
         self.eval_sets = {}
         self.x, self.labels, self.lists = self._prepare(x_train, t_train)
+        # dense inputs (CIFAR-10, say): BLAS on a gathered copy beats skipping zeros
+        self.dense_input = (self.lists is None and _core.nonzero_fraction(self.x, 64)
+                            > _backend.SPARSE_MAX_DENSITY)
         self.eval_sets["train"] = (self.x, self.labels, self.lists)
         self._buffers = {}
 
@@ -241,7 +244,7 @@ class Trainer:
             return "labels out of range"
         return None
 
-    def _prepare(self, x, t):
+    def _prepare(self, x, t, keep_lists=True):
         x = np.asarray(x)
         x = x.reshape(len(x), -1)
         t = np.asarray(t)
@@ -249,16 +252,20 @@ class Trainer:
         # The nonzero lists (8 bytes a nonzero for float32 data) pay for themselves
         # on sparse data such as MNIST; denser rows are scanned at each use.
         lists = None
-        if _core.nonzero_fraction(x, 64) <= self.LIST_MAX_DENSITY:
+        if keep_lists and _core.nonzero_fraction(x, 64) <= self.LIST_MAX_DENSITY:
             lists = _core.nonzero_lists(x)
         return x, labels, lists
 
     def add_eval_set(self, name: str, x, t) -> None:
-        """Register a dataset for ``accuracy(name)`` (its nonzero lists are computed once)."""
+        """Register a dataset for ``accuracy(name)``.
+
+        Its rows are scanned for nonzeros at each evaluation (a small cost next to
+        the products): only the training set, read at every step, keeps its lists.
+        """
         reason = self.unsupported(self.network, x, t)
         if reason is not None:
             raise ValueError(f"Trainer: {reason}")
-        self.eval_sets[name] = self._prepare(x, t)
+        self.eval_sets[name] = self._prepare(x, t, keep_lists=False)
 
     # -- buffers -------------------------------------------------------------------
     def _buf(self, name, shape, dtype=None):
@@ -274,7 +281,12 @@ class Trainer:
         for layer in range(self.n_affine):
             W, b = self.W[layer], self.b[layer]
             z = self._buf(f"{tag}z{layer}", (n, W.shape[1]))
-            if layer == 0:  # the dataset's rows, in place, over their nonzero lists
+            if layer == 0 and self.dense_input:
+                xb = x[rows] if rows is not None else x
+                self._buffers[f"{tag}x"] = xb = xb.astype(self.dtype, copy=False)
+                np.dot(xb, W, out=z)
+                z += b
+            elif layer == 0:  # the dataset's rows, in place, over their nonzero lists
                 _core.sparse_affine_forward(x, rows, W, b, z, self.num_threads, lists)
             else:
                 np.dot(acts[-1], W, out=z)
@@ -321,8 +333,14 @@ class Trainer:
             b -= db
             dz = da
         # first layer: dW1 = x[rows].T @ dz, fused with W1 -= lr * dW1
-        _core.sparse_affine_backward_weights(self.x, rows, dz, self.W[0], lr, self.num_threads,
-                                             self.lists)
+        if self.dense_input:
+            dW = self._buf("dW0", self.W[0].shape)
+            np.dot(self._buffers["gx"].T, dz, out=dW)
+            dW *= lr
+            self.W[0] -= dW
+        else:
+            _core.sparse_affine_backward_weights(self.x, rows, dz, self.W[0], lr,
+                                                 self.num_threads, self.lists)
         db = dz.sum(axis=0)
         db *= lr
         self.b[0] -= db
