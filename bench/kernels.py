@@ -34,7 +34,7 @@ def kernel_cases(x_train, t_train):
     """(name, minidl callable, reference callable) for each kernel."""
     rng = np.random.default_rng(0)
     ref = NumpyOps()
-    xb, tb, idx = rows(x_train, t_train, rng)
+    xb, tb, _idx = rows(x_train, t_train, rng)
     cases = []
     for dt in (np.float64, np.float32):
         tag = "f64" if dt == np.float64 else "f32"

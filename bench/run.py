@@ -39,11 +39,10 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from bench import book_numpy, kernels, torch_loop  # noqa: E402
-
-import minidl  # noqa: E402
-from minidl import _core  # noqa: E402
-from minidl.networks import MultiLayerNet  # noqa: E402
+import minidl
+from bench import book_numpy, kernels, torch_loop
+from minidl import _core
+from minidl.networks import MultiLayerNet
 
 GROUPS = {
     "Q2a": ([784, 50, 10], "relu"),
@@ -160,10 +159,11 @@ print(base, status('VmHWM'))
 def machine():
     cpu = "?"
     try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
     except OSError:
         pass
     try:

@@ -14,13 +14,13 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ExperimentConfig",
+    "Trainer",
     "__version__",
     "compare",
     "get_backend",
     "run_experiment",
     "set_backend",
     "train",
-    "Trainer",
 ]
 
 _EXPERIMENTS = ("run_experiment", "compare", "ExperimentConfig")
