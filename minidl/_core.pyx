@@ -480,6 +480,11 @@ def nonzero_lists(const xfloat[:, ::1] x):
     return np.asarray(idx)[:total], np.asarray(val)[:total], np.asarray(ptr)
 
 
+cdef enum:
+    ROW_BLOCK = 64   # rows per call of the spmm kernel
+    SCAN_BLOCK = 32  # rows scanned for nonzeros at a time when no lists are given
+
+
 cdef inline Py_ssize_t _threads_for(Py_ssize_t work, int num_threads) noexcept nogil:
     # A training batch (~1e6 multiply-adds) runs on one thread: on a small shared
     # machine, waking a second one (while BLAS's own threads spin) costs more than
@@ -501,7 +506,7 @@ def sparse_affine_forward(
     """``out = x[rows] @ W + b``, skipping the zero entries of ``x``."""
     if floating is float and xfloat is double:
         raise TypeError("float64 inputs with float32 weights: promote the weights first")
-    cdef Py_ssize_t n = out.shape[0], K = x.shape[1], H = W.shape[1], i, r, nt
+    cdef Py_ssize_t n = out.shape[0], K = x.shape[1], H = W.shape[1], i, i1, r, nt
     if n == 0 or H == 0:
         return
     dtype = np.float32 if xfloat is float else np.float64
@@ -521,21 +526,26 @@ def sparse_affine_forward(
         if li.shape[0] == 0:
             li = np.zeros(1, dtype=np.int32)
             lv = np.zeros(1, dtype=dtype)
-        with nogil:  # dynamic: a thread the OS has not scheduled yet leaves its rows to others
-            for i in prange(n, schedule="dynamic", chunksize=16, num_threads=nt):
-                _spmm(rp, i, i + 1, &li[0], &lv[0], &lp[0], Wp, H, H, bp, &out[0, 0], H)
+        # blocks of ROW_BLOCK rows; dynamic: a thread the OS has not scheduled yet
+        # leaves its blocks to the others
+        with nogil:
+            for i in prange(0, n, ROW_BLOCK, schedule="dynamic", num_threads=nt):
+                _spmm(rp, i, min(i + ROW_BLOCK, n), &li[0], &lv[0], &lp[0], Wp, H, H, bp,
+                      &out[0, 0], H)
         return
-    # + 1: room for the compaction loop's one write past a full row
-    sidx = np.empty((nt, K + 1), dtype=np.int32)
-    sval = np.empty((nt, K + 1), dtype=dtype)
-    sptr = np.zeros((nt, 2), dtype=np.int64)
+    # scan the rows' nonzeros a block at a time into per-thread lists, then the products
+    # (+ K: room for the compaction loop's writes past a block's last list)
+    sidx = np.empty((nt, SCAN_BLOCK * K + K), dtype=np.int32)
+    sval = np.empty((nt, SCAN_BLOCK * K + K), dtype=dtype)
+    sptr = np.zeros((nt, SCAN_BLOCK + 1), dtype=np.int64)
     with nogil, parallel(num_threads=nt):
         tid = threadid()
-        for i in prange(n, schedule="dynamic", chunksize=16):
-            # one row at a time: its list stays in L1 for the product
-            r = rp[i] if rp != NULL else i
-            _nz(&x[r, 0], K, 0, 1, K, &sidx[tid, 0], &sval[tid, 0], &sptr[tid, 0])
-            _spmm(NULL, 0, 1, &sidx[tid, 0], &sval[tid, 0], &sptr[tid, 0], Wp, H, H, bp,
+        for i in prange(0, n, SCAN_BLOCK, schedule="dynamic"):
+            i1 = min(i + SCAN_BLOCK, n)
+            for r in range(i, i1):
+                _nz(&x[rp[r] if rp != NULL else r, 0], 0, r - i, r - i + 1, K, &sidx[tid, 0],
+                    &sval[tid, 0], &sptr[tid, 0])  # ldx 0: the row itself
+            _spmm(NULL, 0, i1 - i, &sidx[tid, 0], &sval[tid, 0], &sptr[tid, 0], Wp, H, H, bp,
                   &out[i, 0], H)
 
 
