@@ -32,8 +32,11 @@ GEMM_CHOICES = ("blas", "cython")
 # that are at most this dense (estimated from a few rows); BLAS takes the rest.
 SPARSE_MIN_FEATURES = 16
 SPARSE_MAX_DENSITY = 0.5
-# Threads for the compiled kernels (each kernel uses fewer when its work is small).
-NUM_THREADS = int(os.environ.get("MINIDL_NUM_THREADS", "0")) or min(os.cpu_count() or 1, 4)
+# Threads for the zero-skipping kernels (each uses fewer when its work is small).
+# One by default: on the 2-core machine this was tuned on, a second thread made
+# even a full-dataset evaluation slower (memory-bound work, and BLAS's own
+# threads spinning beside it); MINIDL_NUM_THREADS=n asks for more.
+NUM_THREADS = max(int(os.environ.get("MINIDL_NUM_THREADS", "1")), 1)
 
 
 def _flat(a: np.ndarray) -> np.ndarray:

@@ -581,12 +581,26 @@ def sparse_affine_backward_weights(
         if li.shape[0] == 0:
             li = np.zeros(1, dtype=np.int32)
             lv = np.zeros(1, dtype=dtype)
+    # scratch sized to the entries a chunk can have (with lists: exactly, so that a
+    # training step allocates ~100 KB, not n*K entries)
+    cdef Py_ssize_t most = m * K
+    if have_lists:
+        most = 0
+        c0 = 0
+        while c0 < n:
+            c1 = min(c0 + chunk, n)
+            t = 0
+            for i in range(c0, c1):
+                r = rp[i] if rp != NULL else i
+                t += lp[r + 1] - lp[r]
+            most = max(most, t)
+            c0 = c1
     cdef int32_t[::1] bidx = np.empty(1 if have_lists else m * K + 1, dtype=np.int32)
     cdef xfloat[::1] bval = np.empty(1 if have_lists else m * K + 1, dtype=dtype)
     cdef int64_t[::1] bptr = np.zeros(m + 1, dtype=np.int64)
     cdef int32_t[::1] cptr = np.empty(K + 1, dtype=np.int32)
-    cdef int32_t[::1] cidx = np.empty(m * K + 1, dtype=np.int32)
-    cdef xfloat[::1] cval = np.empty(m * K + 1, dtype=dtype)
+    cdef int32_t[::1] cidx = np.empty(most + 1, dtype=np.int32)
+    cdef xfloat[::1] cval = np.empty(most + 1, dtype=dtype)
     cdef floating scale = <floating>(-lr if lr != 0 else 1)
     cdef int accumulate
     nt = _threads_for(K * H * 4, num_threads)
