@@ -277,14 +277,15 @@ ATTR static void mdl_spmm_##SUF(MDL_SPMM_ARGS(XT, T))                           
         mdl_spmm_scalar_##BASE(rows, i0, i1, idx, val, ptr, W, ldw, H, b, out, ldo);    \
         return;                                                                         \
     }                                                                                   \
-    for (mdl_ssize i = i0; i < i1; i++) {                                               \
-        const mdl_ssize ri = rows ? (mdl_ssize)rows[i] : i;                             \
-        const int64_t p0 = ptr[ri], p1 = ptr[ri + 1];                                   \
-        for (mdl_ssize c0 = 0; c0 < H; c0 += CHUNK) {                                   \
-            mdl_ssize w = H - c0 < CHUNK ? H - c0 : CHUNK;                              \
-            int nv = (int)((w + L - 1) / L);                                            \
-            mdl_ssize last = w - L; /* from c0; < 0 only in a narrow last chunk,        \
-                                       where it reads the chunk before: in bounds */    \
+    /* column chunks outermost: W's columns of one chunk stay in L2 over all rows */    \
+    for (mdl_ssize c0 = 0; c0 < H; c0 += CHUNK) {                                       \
+        mdl_ssize w = H - c0 < CHUNK ? H - c0 : CHUNK;                                  \
+        int nv = (int)((w + L - 1) / L);                                                \
+        mdl_ssize last = w - L; /* from c0; < 0 only in a narrow last chunk,            \
+                                   where it reads the chunk before: in bounds */        \
+        for (mdl_ssize i = i0; i < i1; i++) {                                           \
+            const mdl_ssize ri = rows ? (mdl_ssize)rows[i] : i;                         \
+            const int64_t p0 = ptr[ri], p1 = ptr[ri + 1];                               \
             T *o = out + i * ldo + c0;                                                  \
             T tail[L];                                                                  \
             switch (nv) { MDL_CASES(MDL_SPMM_CASE, VT, T) }                             \
