@@ -28,9 +28,11 @@ except ImportError as exc:  # pragma: no cover - exercised only by a broken inst
 
 GEMM_CHOICES = ("blas", "cython")
 
-# The zero-skipping affine kernels take inputs with at least this many features
-# that are at most this dense (estimated from a few rows); BLAS takes the rest.
-SPARSE_MIN_FEATURES = 16
+# The zero-skipping affine kernels take products with at least this many input
+# features and outputs, on inputs at most this dense (estimated from a few rows);
+# BLAS takes the rest (a 50 -> 10 layer is faster there, whatever its zeros).
+SPARSE_MIN_FEATURES = 64
+SPARSE_MIN_OUTPUTS = 16
 SPARSE_MAX_DENSITY = 0.5
 # Threads for the zero-skipping kernels (each uses fewer when its work is small).
 # One by default: on the 2-core machine this was tuned on, a second thread made
@@ -69,6 +71,8 @@ class CythonOps(NumpyOps):
         return (
             x.ndim == 2
             and x.shape[1] >= SPARSE_MIN_FEATURES
+            and W.ndim == 2
+            and W.shape[1] >= SPARSE_MIN_OUTPUTS
             and x.flags.c_contiguous
             and W.flags.c_contiguous
             and not (x.dtype == np.float64 and W.dtype == np.float32)

@@ -200,15 +200,24 @@ def test_affine_keeps_float32_inputs_and_promotes_like_numpy(xdt, wdt, rng):
 
 
 @pytest.mark.parametrize("threshold", [-1.0, 2.0])  # BLAS for everything / kernels for all
+def test_small_layers_go_to_blas(rng):
+    ops = _backend.CythonOps()
+    h = sparse_x(rng, 100, 50, 0.3, np.float64)  # a 50 -> 10 layer: BLAS, zeros or not
+    assert not ops._sparse_inputs(h, np.ones((50, 10)))
+    assert ops._sparse_inputs(sparse_x(rng, 100, 784, 0.2, np.float32), np.ones((784, 50)))
+
+
 def test_ops_choice_between_kernels_and_blas_gives_the_same_products(threshold, rng,
                                                                      monkeypatch):
-    x = sparse_x(rng, 30, 40, 0.3, np.float32)
-    W, b = rng.standard_normal((40, 12)), rng.standard_normal(12)
+    """Either route computes the same products (to rounding)."""
+    x = sparse_x(rng, 30, 80, 0.3, np.float32)
+    W, b = rng.standard_normal((80, 20)), rng.standard_normal(20)
     ops = _backend.CythonOps()
     expected = x.astype(np.float64) @ W + b
     monkeypatch.setattr(_backend, "SPARSE_MAX_DENSITY", threshold)
+    assert ops._sparse_inputs(x, W) == (threshold > 1)
     np.testing.assert_allclose(ops.affine_forward(x, W, b), expected, rtol=1e-12, atol=1e-12)
-    dout = rng.standard_normal((30, 12))
+    dout = rng.standard_normal((30, 20))
     _, dW, _ = ops.affine_backward(x, W, dout)
     np.testing.assert_allclose(dW, x.T.astype(np.float64) @ dout, rtol=1e-12, atol=1e-12)
 
