@@ -199,7 +199,6 @@ def test_affine_keeps_float32_inputs_and_promotes_like_numpy(xdt, wdt, rng):
     assert layer.dW.dtype == dtype
 
 
-@pytest.mark.parametrize("threshold", [-1.0, 2.0])  # BLAS for everything / kernels for all
 def test_small_layers_go_to_blas(rng):
     ops = _backend.CythonOps()
     h = sparse_x(rng, 100, 50, 0.3, np.float64)  # a 50 -> 10 layer: BLAS, zeros or not
@@ -207,6 +206,7 @@ def test_small_layers_go_to_blas(rng):
     assert ops._sparse_inputs(sparse_x(rng, 100, 784, 0.2, np.float32), np.ones((784, 50)))
 
 
+@pytest.mark.parametrize("threshold", [-1.0, 2.0])  # BLAS for everything / kernels for all
 def test_ops_choice_between_kernels_and_blas_gives_the_same_products(threshold, rng,
                                                                      monkeypatch):
     """Either route computes the same products (to rounding)."""
