@@ -222,6 +222,8 @@ MDL_DEFINE_SCALAR(dd, double, double)
  * stored. Rows narrower than one vector go to the scalar code. */
 
 #define MDL_LOADV(VT, p) ({ VT _v; memcpy(&_v, (p), sizeof(VT)); _v; })
+/* rows ahead whose lists are prefetched when the rows are picked by index */
+#define MDL_PREFETCH 4
 
 /* acc[0..NV) += v * row[...]: NV - 1 vectors from the start, the last at `last`. */
 #define MDL_ACC(NV, VT, v, row, last)                                        \
@@ -286,6 +288,11 @@ ATTR static void mdl_spmm_##SUF(MDL_SPMM_ARGS(XT, T))                           
         for (mdl_ssize i = i0; i < i1; i++) {                                           \
             const mdl_ssize ri = rows ? (mdl_ssize)rows[i] : i;                         \
             const int64_t p0 = ptr[ri], p1 = ptr[ri + 1];                               \
+            if (rows && i + MDL_PREFETCH < i1) { /* a batch's rows are scattered */     \
+                const int64_t pn = ptr[rows[i + MDL_PREFETCH]];                         \
+                __builtin_prefetch(idx + pn);                                           \
+                __builtin_prefetch(val + pn);                                           \
+            }                                                                           \
             T *o = out + i * ldo + c0;                                                  \
             T tail[L];                                                                  \
             switch (nv) { MDL_CASES(MDL_SPMM_CASE, VT, T) }                             \
