@@ -151,13 +151,16 @@ def load_mnist_train():
     return x, t
 
 
-def timed(fn, repeats):
-    """(median seconds, result of the last call)."""
-    times, out = [], None
+def timed(fn, repeats, cpu=None):
+    """(median wall seconds, result of the last call); appends median CPU seconds to ``cpu``."""
+    times, cpu_times, out = [], [], None
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         out = fn()
         times.append(time.perf_counter() - start)
+        cpu_times.append(time.process_time() - start_cpu)
+    if cpu is not None:
+        cpu.append(statistics.median(cpu_times))
     return statistics.median(times), out
 
 
@@ -178,17 +181,20 @@ def bench_network(name, net, x, t, args, generic=True):
     book = BookNet({k: v.copy() for k, v in net.params.items()})
     print(f"\n{name}: {sum(p.size for p in net.params.values()):,} parameters "
           f"({load_average()})", flush=True)
-    book_s, book_g = timed(lambda: book.numerical_gradient(x, t), args.book_repeats)
+    cpu = []  # process CPU time, all threads: wall >> cpu / threads means a busy machine
+    book_s, book_g = timed(lambda: book.numerical_gradient(x, t), args.book_repeats, cpu)
     rows = [("book NumPy loop (baseline)", book_s, args.book_repeats, None)]
     if generic:
-        s, g = timed(lambda: net.numerical_gradient(x, t, method="generic"), 1)
+        s, g = timed(lambda: net.numerical_gradient(x, t, method="generic"), 1, cpu)
         rows.append(("minidl generic loop", s, 1, max_diff(g, book_g)))
-    s, g = timed(lambda: net.numerical_gradient(x, t), args.repeats)
+    s, g = timed(lambda: net.numerical_gradient(x, t), args.repeats, cpu)
     rows.append(("minidl network-level", s, args.repeats, max_diff(g, book_g)))
-    print(f"  {'method':<28} {'median':>11} {'runs':>5} {'vs book':>9} {'max|diff| vs book':>18}")
-    for label, seconds, runs, diff in rows:
+    print(f"  {'method':<28} {'median':>11} {'cpu':>11} {'runs':>5} {'vs book':>9} "
+          f"{'max|diff| vs book':>18}")
+    for (label, seconds, runs, diff), cpu_s in zip(rows, cpu):
         diff_s = "-" if diff is None else f"{diff:.1e}"
-        print(f"  {label:<28} {fmt_time(seconds)} {runs:5d} {book_s / seconds:8.0f}x {diff_s:>18}")
+        print(f"  {label:<28} {fmt_time(seconds)} {fmt_time(cpu_s)} {runs:5d} "
+              f"{book_s / seconds:8.0f}x {diff_s:>18}")
     print(f"  ({load_average()})")
     return book_s, rows[-1][1]
 
