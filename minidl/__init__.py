@@ -8,16 +8,19 @@ does from a shell.
 """
 
 from ._backend import get_backend, set_backend
+from .training import Trainer, train
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ExperimentConfig",
+    "Trainer",
     "__version__",
     "compare",
     "get_backend",
     "run_experiment",
     "set_backend",
+    "train",
 ]
 
 _EXPERIMENTS = ("run_experiment", "compare", "ExperimentConfig")

@@ -28,6 +28,18 @@ except ImportError as exc:  # pragma: no cover - exercised only by a broken inst
 
 GEMM_CHOICES = ("blas", "cython")
 
+# The zero-skipping affine kernels take products with at least this many input
+# features and outputs, on inputs at most this dense (estimated from a few rows);
+# BLAS takes the rest (a 50 -> 10 layer is faster there, whatever its zeros).
+SPARSE_MIN_FEATURES = 64
+SPARSE_MIN_OUTPUTS = 16
+SPARSE_MAX_DENSITY = 0.5
+# Threads for the zero-skipping kernels (each uses fewer when its work is small).
+# One by default: on the 2-core machine this was tuned on, a second thread made
+# even a full-dataset evaluation slower (memory-bound work, and BLAS's own
+# threads spinning beside it); MINIDL_NUM_THREADS=n asks for more.
+NUM_THREADS = max(int(os.environ.get("MINIDL_NUM_THREADS", "1")), 1)
+
 
 def _flat(a: np.ndarray) -> np.ndarray:
     """A C-contiguous 1-D view of ``a`` (a copy only when ``a`` is not C-contiguous)."""
@@ -53,14 +65,39 @@ class CythonOps(NumpyOps):
         _core.gemm(np.ascontiguousarray(a), np.ascontiguousarray(b), out)
         return out
 
+    def _sparse_inputs(self, x, W) -> bool:
+        """Whether the zero-skipping kernels should take ``x @ W``: x is mostly zeros
+        (MNIST pixels, ReLU outputs), and the dtypes are ones the kernels take."""
+        return (
+            x.ndim == 2
+            and x.shape[1] >= SPARSE_MIN_FEATURES
+            and W.ndim == 2
+            and W.shape[1] >= SPARSE_MIN_OUTPUTS
+            and x.flags.c_contiguous
+            and W.flags.c_contiguous
+            and not (x.dtype == np.float64 and W.dtype == np.float32)
+            and _core.nonzero_fraction(x) <= SPARSE_MAX_DENSITY
+        )
+
     def affine_forward(self, x, W, b):
-        out = self.gemm(x, W)
+        """x (N, D) @ W (D, M) + b; x may be float32 with float64 W (computed in float64)."""
+        if self._sparse_inputs(x, W):
+            out = np.empty((x.shape[0], W.shape[1]), dtype=W.dtype)
+            _core.sparse_affine_forward(x, None, W, np.ascontiguousarray(b), out, NUM_THREADS)
+            return out
+        out = self.gemm(x.astype(W.dtype, copy=False), W)
         _core.add_bias(out, np.ascontiguousarray(b))
         return out
 
     def affine_backward(self, x, W, dout, need_dx=True):
         dx = self.gemm(dout, W.T) if need_dx else None
-        dW = self.gemm(x.T, dout)
+        if self._sparse_inputs(x, W):
+            dW = np.empty(W.shape, dtype=W.dtype)
+            _core.sparse_affine_backward_weights(
+                x, None, np.ascontiguousarray(dout), dW, 0.0, NUM_THREADS
+            )
+        else:
+            dW = self.gemm(x.T.astype(W.dtype, copy=False), dout)
         db = np.sum(dout, axis=0)
         return dx, dW, db
 

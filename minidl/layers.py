@@ -107,6 +107,7 @@ class Affine:
 
         self.x = None
         self.original_x_shape = None
+        self._dtype = None  # the dtype forward computed in (NumPy's promotion of x, W, b)
         # gradients of the weight and bias parameters
         self.dW = None
         self.db = None
@@ -128,7 +129,9 @@ class Affine:
             )
         # the tensor case: (N, C, H, W) -> (N, C*H*W)
         self.original_x_shape = x.shape
-        self.x = x.reshape(n, width).astype(dtype, copy=False)
+        # x is kept as given (float32 images stay float32): the kernels promote as they read
+        self.x = x.reshape(n, width)
+        self._dtype = dtype
         return _backend.ops().affine_forward(
             self.x, W.astype(dtype, copy=False), b.astype(dtype, copy=False)
         )
@@ -141,7 +144,7 @@ class Affine:
         expected = (self.x.shape[0], self.W.shape[1])
         if dout.shape != expected:
             raise ValueError(f"Affine.backward: dout must have shape {expected}, got {dout.shape}")
-        dtype = self.x.dtype
+        dtype = self._dtype
         dx, self.dW, self.db = _backend.ops().affine_backward(
             self.x, self.W.astype(dtype, copy=False), dout.astype(dtype, copy=False), need_dx
         )

@@ -25,6 +25,7 @@ from .numgrad import numerical_gradient_of, use_fast_path
 __all__ = ["MultiLayerNet", "ThreeLayerNet", "TwoLayerNet", "load_network"]
 
 ACTIVATIONS = {"relu": Relu, "sigmoid": Sigmoid}
+EVAL_CHUNK = 8192  # rows per forward pass in accuracy()
 FORMAT_VERSION = 1
 
 
@@ -91,11 +92,18 @@ class _LayerNet:
         return loss
 
     def accuracy(self, x, t):
-        y = self.predict(x)
-        y = np.argmax(y, axis=1)
+        """Fraction of rows of ``x`` whose highest score is the label in ``t``.
+
+        Evaluated in chunks of ``EVAL_CHUNK`` rows, so that a whole dataset never
+        needs its activations (or a float64 copy of its images) at once.
+        """
         if t.ndim != 1:
             t = np.argmax(t, axis=1)
-        accuracy = np.sum(y == t) / float(x.shape[0])
+        correct = 0
+        for start in range(0, x.shape[0], EVAL_CHUNK):
+            y = self.predict(x[start:start + EVAL_CHUNK])
+            correct += int(np.sum(np.argmax(y, axis=1) == t[start:start + EVAL_CHUNK]))
+        accuracy = correct / float(x.shape[0])
         return accuracy
 
     # x: input data, t: labels
@@ -135,7 +143,9 @@ class _LayerNet:
         grads = {}
         for i in range(1, self.n_affine + 1):
             affine = self.layers[f"Affine{i}"]
-            grads[f"W{i}"] = affine.dW + self.weight_decay_lambda * affine.W
+            grads[f"W{i}"] = affine.dW
+            if self.weight_decay_lambda:
+                grads[f"W{i}"] = affine.dW + self.weight_decay_lambda * affine.W
             grads[f"b{i}"] = affine.db
         return grads
 

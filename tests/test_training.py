@@ -1,0 +1,227 @@
+"""minidl.train's fast path (Trainer) against the plain Python loop it replaces.
+
+Same seed, same batches (np.random.choice from the global generator), so the
+trajectories must agree up to rounding: parameters, batch losses and
+accuracies after a few hundred steps on small random data, over networks,
+activations, dtypes, label forms and input densities (nonzero lists, row scans,
+dense BLAS inputs).
+"""
+
+import numpy as np
+import pytest
+from conftest import real_data_dir
+
+import minidl
+from minidl import training
+from minidl.networks import MultiLayerNet, ThreeLayerNet, TwoLayerNet
+from minidl.training import Trainer, _BatchDrawer, train
+
+
+def data(rng, n=300, k=40, density=0.25, dtype=np.float32, classes=5):
+    x = rng.random((n, k))
+    x[rng.random((n, k)) >= density] = 0
+    return x.astype(dtype), rng.integers(0, classes, n)
+
+
+def both(make, x, t, xt=None, tt=None, **kw):
+    """(network, history) from the plain loop and from the fast one, on the same seed."""
+    out = []
+    for fast in (False, True):
+        np.random.seed(7)
+        net = make()
+        hist = train(net, x, t, xt, tt, fast=fast, **kw)
+        out.append((net, hist, np.random.get_state()[1].copy()))
+    return out
+
+
+def assert_same_run(plain, fast, tol):
+    (net0, h0, rng0), (net1, h1, rng1) = plain, fast
+    for key in net0.params:
+        np.testing.assert_allclose(net1.params[key], net0.params[key], **tol, err_msg=key)
+    np.testing.assert_allclose(h1.train_loss, h0.train_loss, **tol)
+    assert h1.epochs == h0.epochs
+    np.testing.assert_allclose(h1.train_acc, h0.train_acc, atol=0.01)
+    np.testing.assert_allclose(h1.test_acc, h0.test_acc, atol=0.01)
+    assert np.array_equal(rng0, rng1)  # the global generator ends in the same state
+
+
+NETS = {
+    "two-relu": lambda dt: TwoLayerNet(40, 20, 5, dtype=dt),
+    "two-sigmoid": lambda dt: TwoLayerNet(40, 20, 5, activation="sigmoid", dtype=dt),
+    "three": lambda dt: ThreeLayerNet(40, 30, 20, 5, dtype=dt),
+    "multi": lambda dt: MultiLayerNet(40, [17, 9, 6], 5, weight_init_std="he", dtype=dt),
+}
+
+
+@pytest.mark.parametrize("net", sorted(NETS))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("density", [0.05, 0.4, 0.9])  # lists, row scans, BLAS
+def test_fast_path_follows_the_plain_loop(net, dtype, density, rng):
+    x, t = data(rng, density=density)
+    runs = both(lambda: NETS[net](dtype), x, t, x[:80], t[:80], lr=0.1, batch_size=10,
+                iters=300)
+    tol = {"rtol": 2e-4, "atol": 2e-5} if dtype == np.float32 else {"rtol": 1e-9, "atol": 1e-11}
+    assert_same_run(*runs, tol)
+
+
+def test_float64_data_one_hot_labels_and_uneven_epochs(rng):
+    x, t = data(rng, n=97, dtype=np.float64)
+    onehot = np.eye(5)[t]
+    # 97 / 7 iterations per epoch is not an integer: evaluations only where i % 13.857 == 0
+    runs = both(lambda: TwoLayerNet(40, 20, 5), x, onehot, x, onehot, lr=0.05, batch_size=7,
+                iters=200)
+    assert_same_run(*runs, {"rtol": 1e-9, "atol": 1e-11})
+
+
+def test_tensor_shaped_images(rng):
+    x, t = data(rng, k=36)
+    x = x.reshape(-1, 1, 6, 6)
+    runs = both(lambda: TwoLayerNet(36, 10, 5), x, t, lr=0.1, batch_size=10, iters=100)
+    assert_same_run(*runs, {"rtol": 1e-9, "atol": 1e-11})
+
+
+def test_on_iteration_callbacks_that_draw_random_numbers_see_the_same_stream(rng):
+    x, t = data(rng)
+    seen = {False: [], True: []}
+    for fast in (False, True):
+        np.random.seed(1)
+        net = TwoLayerNet(40, 10, 5)
+
+        def on_iteration(i, loss, fast=fast):
+            seen[fast].append(np.random.rand())  # interleaved with the batch draws
+
+        train(net, x, t, lr=0.1, batch_size=10, iters=50, fast=fast, on_iteration=on_iteration)
+    assert seen[False] == seen[True]
+
+
+@pytest.mark.parametrize("iters,per_epoch", [(1, 3.0), (25, 6.0), (25, 13.857), (40, 1)])
+def test_batch_drawer_gives_the_per_iteration_stream(iters, per_epoch):
+    np.random.seed(5)
+    expected = [np.random.choice(90, 4) for _ in range(iters)]
+    np.random.seed(5)
+    drawer = _BatchDrawer(90, 4, iters, per_epoch, ahead=True)
+    got = [drawer.draw(i) for i in range(iters)]
+    assert all(np.array_equal(a, b) for a, b in zip(expected, got))
+
+
+def test_batches_are_not_drawn_past_an_evaluation(rng):
+    # on_epoch may draw from the generator: the fast path must not have drawn ahead of it
+    x, t = data(rng, n=100)
+    states = {}
+    for fast in (False, True):
+        np.random.seed(2)
+        net = TwoLayerNet(40, 10, 5)
+        draws = []
+        train(net, x, t, lr=0.1, batch_size=10, iters=35, fast=fast,
+              on_epoch=lambda i, h, draws=draws: draws.append(np.random.rand()))
+        states[fast] = (draws, net.params["W1"].copy())
+    assert states[False][0] == states[True][0]
+    np.testing.assert_allclose(states[True][1], states[False][1], rtol=1e-9, atol=1e-12)
+
+
+# -- what the Trainer does not cover: the plain loop runs instead --------------------
+class Custom(TwoLayerNet):
+    def gradient(self, x, t):
+        return super().gradient(x, t)
+
+
+@pytest.mark.parametrize("case", ["weight_decay", "custom", "soft_labels", "f64_data_f32_net",
+                                  "numpy_backend", "numerical"])
+def test_unsupported_cases_fall_back_to_the_plain_loop(case, rng):
+    x, t = data(rng, n=60, k=12)
+    labels = t
+    make = lambda: TwoLayerNet(12, 6, 5)
+    kw = {"lr": 0.1, "batch_size": 6, "iters": 12}
+    if case == "weight_decay":
+        make = lambda: MultiLayerNet(12, [6], 5, weight_decay_lambda=0.1)
+    elif case == "custom":
+        make = lambda: Custom(12, 6, 5)
+    elif case == "soft_labels":
+        labels = np.full((60, 5), 0.2)
+    elif case == "f64_data_f32_net":
+        x = x.astype(np.float64)
+        make = lambda: TwoLayerNet(12, 6, 5, dtype=np.float32)
+    elif case == "numerical":
+        kw.update(grad="numerical", iters=2)
+    before = minidl.get_backend()
+    if case == "numpy_backend":
+        minidl.set_backend("numpy")
+    try:
+        if case != "numerical":
+            assert Trainer.unsupported(make(), x, labels) is not None
+        (net0, h0, _), (net1, h1, _) = both(make, x, labels, **kw)
+    finally:
+        minidl.set_backend(before)
+    for key in net0.params:
+        assert np.array_equal(net0.params[key], net1.params[key])  # the very same code ran
+    assert h0.train_loss == h1.train_loss
+
+
+def test_trainer_refuses_what_it_cannot_run(rng):
+    x, t = data(rng, n=20, k=12)
+    with pytest.raises(ValueError, match="weight decay"):
+        Trainer(MultiLayerNet(12, [6], 5, weight_decay_lambda=0.1), x, t)
+    with pytest.raises(ValueError, match="input width"):
+        Trainer(TwoLayerNet(13, 6, 5), x, t)
+    with pytest.raises(ValueError, match="out of range"):
+        Trainer(TwoLayerNet(12, 6, 5), x, t + 5)
+    with pytest.raises(ValueError, match="one-hot"):
+        Trainer(TwoLayerNet(12, 6, 5), x, np.full((20, 5), 0.2))
+    tr = Trainer(TwoLayerNet(12, 6, 5), x, t)
+    with pytest.raises(ValueError, match="float64 inputs"):
+        Trainer(TwoLayerNet(12, 6, 5, dtype=np.float32), x.astype(np.float64), t)
+    with pytest.raises(ValueError, match="labels"):
+        tr.add_eval_set("bad", x, t.astype(np.float64))
+
+
+def test_trainer_step_is_one_sgd_step_of_the_network(rng):
+    x, t = data(rng, n=50)
+    np.random.seed(0)
+    a = TwoLayerNet(40, 20, 5)
+    np.random.seed(0)
+    b = TwoLayerNet(40, 20, 5)
+    rows = np.arange(0, 50, 3)
+    loss = Trainer(b, x, t, lr=0.2).step(rows)
+    grads = a.gradient(x[rows], t[rows])
+    for key in a.params:
+        a.params[key] -= 0.2 * grads[key]
+        np.testing.assert_allclose(b.params[key], a.params[key], rtol=1e-12, atol=1e-15)
+    assert loss == pytest.approx(a.loss(x[rows], t[rows]), rel=1e-12)
+
+
+def test_trainer_accuracy_equals_the_networks(rng):
+    x, t = data(rng, n=300)
+    net = TwoLayerNet(40, 20, 5, weight_init_std=0.5)
+    tr = Trainer(net, x, t)
+    tr.add_eval_set("test", x[:77], t[:77])
+    tr.EVAL_CHUNK = 64
+    assert tr.accuracy("train") == net.accuracy(x, t)
+    assert tr.accuracy("test") == net.accuracy(x[:77], t[:77])
+
+
+def test_interrupt_keeps_the_history(rng):
+    x, t = data(rng, n=50)
+
+    def stop(i, loss):
+        if i == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt) as info:
+        train(TwoLayerNet(40, 10, 5), x, t, lr=0.1, batch_size=5, iters=50, on_iteration=stop)
+    assert info.value.history.iterations == 6
+
+
+def test_train_is_exported():
+    assert minidl.train is training.train and minidl.Trainer is Trainer
+
+
+@pytest.mark.skipif(real_data_dir() is None, reason="real MNIST not available")
+def test_real_mnist_fast_path_follows_the_plain_loop(monkeypatch):
+    monkeypatch.setenv("MINIDL_DATA_DIR", str(real_data_dir()))
+    from minidl.datasets import load_mnist
+
+    (x, t), (xt, tt) = load_mnist()
+    x, t, xt, tt = x[:6000], t[:6000], xt[:1000], tt[:1000]
+    runs = both(lambda: TwoLayerNet(784, 50, 10), x, t, xt, tt, lr=0.1, batch_size=100,
+                iters=200)
+    assert_same_run(*runs, {"rtol": 1e-8, "atol": 1e-10})
