@@ -199,7 +199,7 @@ def main(argv=None):
           f"{gf[np.float32][1]:.1f}")
     print(f"\nThe seed's loop on MNIST, {args.iters} iterations, batch 100, lr 0.1, "
           "evaluation every 600 iterations; one run per case")
-    header = (f"{'case':44s} {'wall s':>8s} {'est s':>8s} {'ratio':>6s} {'acc':>7s} "
+    header = (f"{'case':50s} {'wall s':>8s} {'est s':>8s} {'ratio':>6s} {'acc':>7s} "
               f"{'floor s':>8s}")
     print(header)
     print("-" * len(header))
@@ -224,7 +224,7 @@ def main(argv=None):
             base = base or est
             floor = gemm_floor(sizes, args.iters, n_train, n_test, gf[dtype])
             name = f"{group} {arch} {label}"
-            print(f"{name:44s} {wall:8.2f} {est:8.2f} {est / base:6.3f} {acc:7.4f} {floor:8.2f}",
+            print(f"{name:50s} {wall:8.2f} {est:8.2f} {est / base:6.3f} {acc:7.4f} {floor:8.2f}",
                   flush=True)
 
     if not args.no_memory:
