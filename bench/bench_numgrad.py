@@ -4,12 +4,12 @@ Run from the source tree, under the shared lock (benchmarks never overlap):
 
     flock /tmp/minidl-bench.lock python3 bench/bench_numgrad.py
 
-On a batch of 100 real MNIST training images (raw IDX files in
-``$MINIDL_DATA_DIR/mnist``, default /work/shared/datasets), for TwoLayerNet
+On a batch of 100 real MNIST training images (found by ``minidl.datasets``, e.g.
+through ``$MINIDL_DATA_DIR``; never downloaded here), for TwoLayerNet
 784-50-10 and ThreeLayerNet 784-100-50-10 with the same weights:
 
-1. the book's ``network.numerical_gradient(x, t)`` (its layers, its nditer loop;
-   written out below), the baseline;
+1. the book's ``network.numerical_gradient(x, t)`` (its layers, its nditer loop,
+   in bench/book_numpy.py), the baseline;
 2. minidl's generic loop: ``numerical_gradient(f, W)`` in Cython around minidl's loss
    (``network.numerical_gradient(x, t, method='generic')``);
 3. minidl's network-level gradient (``network.numerical_gradient(x, t)``),
@@ -28,127 +28,32 @@ import os
 import statistics
 import sys
 import time
-from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a source tree
 
+from bench import book_numpy
+from minidl.datasets import load_mnist
 from minidl.gradient import numerical_gradient as minidl_numerical_gradient
 from minidl.networks import ThreeLayerNet, TwoLayerNet
 
 
-# -- the book's code (common/functions.py, common/layers.py, common/gradient.py) ------------
-def softmax(x):
-    x = x - np.max(x, axis=-1, keepdims=True)
-    return np.exp(x) / np.sum(np.exp(x), axis=-1, keepdims=True)
+def book_copy(net):
+    """The book's network (bench/book_numpy.py) computing with a copy of ``net``'s weights."""
+    state = np.random.get_state()  # building draws weights; the bench's seeds stay put
+    book = book_numpy.LayerNet(net.sizes, net.activation)
+    np.random.set_state(state)
+    for key, value in net.params.items():
+        book.params[key][...] = value
+    return book
 
 
-def cross_entropy_error(y, t):
-    if y.ndim == 1:
-        t = t.reshape(1, t.size)
-        y = y.reshape(1, y.size)
-    if t.size == y.size:
-        t = t.argmax(axis=1)
-    batch_size = y.shape[0]
-    return -np.sum(np.log(y[np.arange(batch_size), t] + 1e-7)) / batch_size
-
-
-def book_numerical_gradient(f, x):
-    h = 1e-4  # 0.0001
-    grad = np.zeros_like(x)
-
-    it = np.nditer(x, flags=["multi_index"], op_flags=["readwrite"])
-    while not it.finished:
-        idx = it.multi_index
-        tmp_val = x[idx]
-        x[idx] = float(tmp_val) + h
-        fxh1 = f(x)  # f(x+h)
-
-        x[idx] = tmp_val - h
-        fxh2 = f(x)  # f(x-h)
-        grad[idx] = (fxh1 - fxh2) / (2 * h)
-
-        x[idx] = tmp_val  # restore
-        it.iternext()
-
-    return grad
-
-
-class Relu:
-    def __init__(self):
-        self.mask = None
-
-    def forward(self, x):
-        self.mask = (x <= 0)
-        out = x.copy()
-        out[self.mask] = 0
-        return out
-
-
-class Affine:
-    def __init__(self, W, b):
-        self.W = W
-        self.b = b
-
-    def forward(self, x):
-        self.original_x_shape = x.shape
-        x = x.reshape(x.shape[0], -1)
-        self.x = x
-        return np.dot(self.x, self.W) + self.b
-
-
-class SoftmaxWithLoss:
-    def forward(self, x, t):
-        self.t = t
-        self.y = softmax(x)
-        self.loss = cross_entropy_error(self.y, self.t)
-        return self.loss
-
-
-class BookNet:
-    """ch05's TwoLayerNet, generalised to any depth (ThreeLayerNet is the same with 3)."""
-
-    def __init__(self, params):
-        self.params = params
-        n = len(params) // 2
-        self.layers = OrderedDict()
-        for i in range(1, n + 1):
-            self.layers[f"Affine{i}"] = Affine(self.params[f"W{i}"], self.params[f"b{i}"])
-            if i < n:
-                self.layers[f"Relu{i}"] = Relu()
-        self.lastLayer = SoftmaxWithLoss()
-
-    def predict(self, x):
-        for layer in self.layers.values():
-            x = layer.forward(x)
-        return x
-
-    def loss(self, x, t):
-        y = self.predict(x)
-        return self.lastLayer.forward(y, t)
-
-    def numerical_gradient(self, x, t):
-        loss_W = lambda W: self.loss(x, t)  # the book's idiom
-        grads = {}
-        for key in self.params:
-            grads[key] = book_numerical_gradient(loss_W, self.params[key])
-        return grads
-
-
-# -- data and timing -------------------------------------------------------------------------
 def load_mnist_train():
     """MNIST training images as the book's load_mnist(normalize=True) gives them."""
-    root = Path(os.environ.get("MINIDL_DATA_DIR", "/work/shared/datasets")) / "mnist"
-    images, labels = root / "train-images-idx3-ubyte", root / "train-labels-idx1-ubyte"
-    if not images.is_file() or not labels.is_file():
-        sys.exit(f"MNIST not found in {root} (set MINIDL_DATA_DIR)")
-    # raw IDX: a 16-byte header for images, 8 for labels
-    x = np.fromfile(images, dtype=np.uint8, offset=16).reshape(-1, 784).astype(np.float32)
-    x /= 255.0
-    t = np.fromfile(labels, dtype=np.uint8, offset=8).astype(np.int64)
-    return x, t
+    (x, t), _ = load_mnist(normalize=True, download=False)
+    return x, t.astype(np.int64)
 
 
 def timed(fn, repeats, cpu=None):
@@ -178,7 +83,7 @@ def load_average():
 
 
 def bench_network(name, net, x, t, args, generic=True):
-    book = BookNet({k: v.copy() for k, v in net.params.items()})
+    book = book_copy(net)
     print(f"\n{name}: {sum(p.size for p in net.params.values()):,} parameters "
           f"({load_average()})", flush=True)
     cpu = []  # process CPU time, all threads: wall >> cpu / threads means a busy machine
@@ -207,7 +112,7 @@ def bench_generic_overhead():
     ours = best(lambda: minidl_numerical_gradient(f, x), 7) / n
     calls = best(lambda: collections.deque(map(f, itertools.repeat(x, 2 * n)), maxlen=0), 7) / n
     small = x[:20_000]
-    book = best(lambda: book_numerical_gradient(f, small), 3) / small.size
+    book = best(lambda: book_numpy.numerical_gradient(f, small), 3) / small.size
     print(f"\nnumerical_gradient(f, x) with f = lambda a: 0.0, x of {n:,} float64 (best of runs):")
     print(f"  book nditer loop             {book * 1e9:7.0f} ns per element")
     print(f"  minidl Cython loop           {ours * 1e9:7.0f} ns per element "
