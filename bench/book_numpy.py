@@ -115,6 +115,28 @@ class SoftmaxWithLoss:
         return dx
 
 
+# -- common/gradient.py -----------------------------------------------------------
+def numerical_gradient(f, x):
+    h = 1e-4  # 0.0001
+    grad = np.zeros_like(x)
+
+    it = np.nditer(x, flags=["multi_index"], op_flags=["readwrite"])
+    while not it.finished:
+        idx = it.multi_index
+        tmp_val = x[idx]
+        x[idx] = float(tmp_val) + h
+        fxh1 = f(x)  # f(x+h)
+
+        x[idx] = tmp_val - h
+        fxh2 = f(x)  # f(x-h)
+        grad[idx] = (fxh1 - fxh2) / (2 * h)
+
+        x[idx] = tmp_val  # restore
+        it.iternext()
+
+    return grad
+
+
 # -- ch05/two_layer_net.py, generalised to any depth as the assignment's nets are -----
 class LayerNet:
     """TwoLayerNet (sizes [784, 50, 10]) or ThreeLayerNet ([784, 100, 50, 10])."""
@@ -150,6 +172,14 @@ class LayerNet:
             t = np.argmax(t, axis=1)
         accuracy = np.sum(y == t) / float(x.shape[0])
         return accuracy
+
+    def numerical_gradient(self, x, t):
+        loss_W = lambda W: self.loss(x, t)
+
+        grads = {}
+        for key in self.params:
+            grads[key] = numerical_gradient(loss_W, self.params[key])
+        return grads
 
     def gradient(self, x, t):
         # forward

@@ -18,11 +18,14 @@ cached once,
     L+ - L-  =  (1/N) * sum over affected rows r of log(y-_r / y+_r)
 
 where ``y±_r = softmax(scores±_r)[t_r] + 1e-7`` is re-evaluated for row ``r``
-alone (the loss of a row is ``-log(y_r)``). Summing per-row differences, one
-``log`` of a ratio each, avoids the cancellation of subtracting two totals of
-about 2.3, as the book's loop does. A row whose changed unit keeps its
-activation (a ReLU that stays at 0) has exactly its cached ``y``, as in the
-book's full recomputation, and costs nothing.
+alone (the loss of a row is ``-log(y_r)``). Summing per-row differences avoids
+the cancellation of subtracting two totals of about 2.3, as the book's loop
+does; each is ``log1p(q)`` with ``q = (y- - y+) / y+`` (the subtraction is exact),
+summed as its series when ``|q| <= 2^-10`` (remainder under ``|q| 2^-60``).
+A row whose changed unit keeps its activation (a ReLU that stays at 0) has
+exactly its cached ``y``, as in the book's full recomputation, and costs
+nothing: per row, the ReLU units below ``-max|a_l[r, :]| * max|d|`` are not even
+visited, since no perturbation of the layer can wake them.
 
 How ``y±_r`` is re-evaluated, cheapest first (all in float64):
 
@@ -39,8 +42,8 @@ How ``y±_r`` is re-evaluated, cheapest first (all in float64):
    polynomial ``sum_k M_k da^k`` of degree K = 6. It is used only when
    ``|da (D_u - D_t)| <= 2^-7`` for every u, where the Taylor remainder of exp is
    below ``2^-49 / 7! < 3.6e-19`` relative, under half an ulp of float64: the
-   same accuracy as calling exp. (It always holds for h = 1e-4 and normalised
-   inputs; otherwise case 3 runs.)
+   same accuracy as calling exp. (With h = 1e-4 and pixels in [0, 1] that
+   holds unless weights differ by about 80; otherwise case 3 runs.)
 3. Otherwise, the general path: the changed unit, then every layer above for
    this row, updated incrementally (``z_{m+1}' = z_{m+1} + (a' - a) @ W_{m+1}``
    over the units whose activation changed), then softmax with a fresh max-shift.

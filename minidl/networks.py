@@ -113,7 +113,8 @@ class _LayerNet:
         ``method='generic'`` runs the book's loop below (2 full losses per
         entry); 'auto' (default) computes the same numbers from one cached
         forward pass with ``minidl.numgrad`` when the network is a standard
-        stack, else the loop; 'fast' insists on ``minidl.numgrad``.
+        stack, else the loop; 'fast' insists on ``minidl.numgrad`` (which
+        evaluates float32 networks' losses in float64: see its docstring).
         """
         if use_fast_path(self, method):
             return numerical_gradient_of(self, x, t)

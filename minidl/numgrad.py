@@ -32,6 +32,7 @@ __all__ = [
     "fast_path_problem",
     "gradient_check",
     "numerical_gradient_of",
+    "use_fast_path",
 ]
 
 H = 1e-4  # the book's step (minidl.gradient re-exports it)
@@ -108,8 +109,8 @@ def numerical_gradient_of(network, x, t) -> dict[str, np.ndarray]:
     """The book's ``network.numerical_gradient(x, t)``, computed from one cached forward pass.
 
     For every entry ``p`` of every parameter: ``(L(p + h) - L(p - h)) / 2h``
-    with h = 1e-4, ``p + h`` stored as the book stores it (rounded to the
-    parameter's dtype), and ``L`` the network's loss on ``(x, t)`` (mean
+    with h = 1e-4, ``p + h`` stored as the book stores it (computed in the
+    parameter's dtype, as NumPy 2 does), and ``L`` the network's loss on ``(x, t)`` (mean
     cross-entropy, plus ``0.5 * weight_decay_lambda * sum(W ** 2)`` over the
     weights). For float64 networks the result equals the book's loop within
     about 1e-12 (rounding of summation order).

@@ -20,7 +20,8 @@ from minidl.cli import main
 from minidl.datasets import DATASETS
 from minidl.networks import MultiLayerNet
 
-ROOT = Path(__file__).resolve().parents[1]
+# the folder holding the minidl under test (the source tree, or site-packages when installed)
+PACKAGE_PARENT = Path(experiments.__file__).resolve().parents[1]
 MINI = DATASETS["mnist-mini"]
 BATCH = MINI.n_train // 20  # an epoch of 20 iterations
 QUICK = ["--dataset", "mnist-mini", "--hidden", "10", "--batch-size", str(BATCH), "--iters", "30"]
@@ -40,7 +41,7 @@ def _offline(monkeypatch, tmp_path):
 
 def run_minidl(*args, env=None, timeout=120):
     """``python -m minidl ARGS`` in a fresh process, as a shell runs it."""
-    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    full_env = {**os.environ, "PYTHONPATH": str(PACKAGE_PARENT), **(env or {})}
     return subprocess.run([sys.executable, "-m", "minidl", *args], capture_output=True,
                           text=True, env=full_env, timeout=timeout, check=False)
 

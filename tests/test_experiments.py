@@ -28,7 +28,8 @@ from minidl.experiments import (
 )
 from minidl.networks import MultiLayerNet
 
-ROOT = Path(__file__).resolve().parents[1]
+# the folder holding the minidl under test (the source tree, or site-packages when installed)
+PACKAGE_PARENT = Path(experiments.__file__).resolve().parents[1]
 MINI = DATASETS["mnist-mini"]
 BATCH = MINI.n_train // 20  # an epoch of 20 iterations: evaluations at 0 and 20 in 30 steps
 QUICK = {"dataset": "mnist-mini", "hidden": (10,), "batch_size": BATCH, "iters": 30}
@@ -461,7 +462,7 @@ def test_plots_do_not_touch_pyplot_and_import_is_lazy(tmp_path):
         "assert 'matplotlib.pyplot' not in sys.modules\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
-    env["PYTHONPATH"] = str(ROOT)
+    env["PYTHONPATH"] = str(PACKAGE_PARENT)
     subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=tmp_path,
                    timeout=120)
     png_size(tmp_path / "a.png")
