@@ -38,7 +38,13 @@ SPARSE_MAX_DENSITY = 0.5
 # One by default: on the 2-core machine this was tuned on, a second thread made
 # even a full-dataset evaluation slower (memory-bound work, and BLAS's own
 # threads spinning beside it); MINIDL_NUM_THREADS=n asks for more.
-NUM_THREADS = max(int(os.environ.get("MINIDL_NUM_THREADS", "1")), 1)
+def _num_threads(value: str) -> int:
+    if not value.strip().isdigit() or int(value) < 1:
+        raise ValueError(f"MINIDL_NUM_THREADS must be a whole number >= 1, got {value!r}")
+    return int(value)
+
+
+NUM_THREADS = _num_threads(os.environ.get("MINIDL_NUM_THREADS", "1"))
 
 
 def _flat(a: np.ndarray) -> np.ndarray:

@@ -29,3 +29,20 @@ def test_set_backend_switches_and_rejects_unknown():
         minidl.set_backend("torch")
     with pytest.raises(ValueError, match="gemm"):
         minidl.set_backend("cython", gemm="mkl")
+
+
+def test_bad_environment_settings_fail_with_a_clear_message():
+    import os
+    import subprocess
+    import sys
+
+    for name, value, message in [("MINIDL_BACKEND", "torch", "unknown backend"),
+                                 ("MINIDL_GEMM", "mkl", "gemm must be one of"),
+                                 ("MINIDL_NUM_THREADS", "two", "MINIDL_NUM_THREADS must be"),
+                                 ("MINIDL_NUM_THREADS", "0", "MINIDL_NUM_THREADS must be")]:
+        env = {**os.environ, name: value}
+        proc = subprocess.run([sys.executable, "-c", "import minidl"], capture_output=True,
+                              text=True, env=env, cwd=os.path.dirname(__file__), timeout=60,
+                              check=False)
+        assert proc.returncode != 0
+        assert message in proc.stderr.splitlines()[-1], proc.stderr
