@@ -40,7 +40,9 @@ def test_bad_environment_settings_fail_with_a_clear_message():
                                  ("MINIDL_GEMM", "mkl", "gemm must be one of"),
                                  ("MINIDL_NUM_THREADS", "two", "MINIDL_NUM_THREADS must be"),
                                  ("MINIDL_NUM_THREADS", "0", "MINIDL_NUM_THREADS must be")]:
-        env = {**os.environ, name: value}
+        # the minidl under test: the source tree, or site-packages when installed
+        package_parent = os.path.dirname(os.path.dirname(os.path.abspath(minidl.__file__)))
+        env = {**os.environ, name: value, "PYTHONPATH": package_parent}
         proc = subprocess.run([sys.executable, "-c", "import minidl"], capture_output=True,
                               text=True, env=env, cwd=os.path.dirname(__file__), timeout=60,
                               check=False)
