@@ -24,6 +24,7 @@ import numpy as np
 
 from minidl._atomic import atomic_write
 from minidl.datasets._idx import read_dataset
+from minidl.datasets._locate import _idx_files
 from minidl.datasets._registry import IDX_FILES
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,14 +50,9 @@ def stratified_indices(labels: np.ndarray, n: int, rng: np.random.Generator) -> 
 
 
 def find_files(source: Path) -> dict[str, Path]:
-    files = {}
-    for name in IDX_FILES:
-        for candidate in (source / name, source / (name + ".gz")):
-            if candidate.is_file():
-                files[name] = candidate
-                break
-        else:
-            raise SystemExit(f"{source}: {name}[.gz] is missing")
+    files, missing = _idx_files(source)
+    if missing:
+        raise SystemExit(f"{source}: {', '.join(missing)} missing")
     return files
 
 
