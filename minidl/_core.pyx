@@ -132,29 +132,19 @@ def add_bias(
 # Activations (elementwise, over flattened C-contiguous buffers)
 # --------------------------------------------------------------------------
 
-def relu_forward(
-    const floating[::1] x,      # IN
-    floating[::1] out,          # OUT
-):
-    """out = x where x > 0, else 0 (NaN passes through, as in the book)."""
-    cdef Py_ssize_t i, n = x.shape[0]
+cdef inline void _relu_forward(const floating* x, floating* out, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
     cdef floating v
-    with nogil:
-        for i in range(n):
-            v = x[i]
-            out[i] = 0 if v <= 0 else v
+    for i in range(n):
+        v = x[i]
+        out[i] = 0 if v <= 0 else v
 
 
-def relu_backward(
-    const floating[::1] dout,   # IN
-    const floating[::1] out,    # IN, the forward output
-    floating[::1] dx,           # OUT
-):
-    """dx = dout where the forward output was > 0, else 0 (gradient 0 at 0)."""
-    cdef Py_ssize_t i, n = dout.shape[0]
-    with nogil:
-        for i in range(n):
-            dx[i] = 0 if out[i] <= 0 else dout[i]
+cdef inline void _relu_backward(const floating* dout, const floating* out, floating* dx,
+                                Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        dx[i] = 0 if out[i] <= 0 else dout[i]
 
 
 cdef inline floating _exp(floating v) noexcept nogil:
@@ -172,15 +162,48 @@ cdef inline floating _sigmoid(floating v) noexcept nogil:
     return e / (1 + e)
 
 
+cdef inline void _sigmoid_forward(const floating* x, floating* out, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        out[i] = _sigmoid(x[i])
+
+
+cdef inline void _sigmoid_backward(const floating* dout, const floating* out, floating* dx,
+                                   Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        dx[i] = dout[i] * (1 - out[i]) * out[i]
+
+
+def relu_forward(
+    const floating[::1] x,      # IN
+    floating[::1] out,          # OUT
+):
+    """out = x where x > 0, else 0 (NaN passes through, as in the book)."""
+    if x.shape[0]:
+        with nogil:
+            _relu_forward(&x[0], &out[0], x.shape[0])
+
+
+def relu_backward(
+    const floating[::1] dout,   # IN
+    const floating[::1] out,    # IN, the forward output
+    floating[::1] dx,           # OUT
+):
+    """dx = dout where the forward output was > 0, else 0 (gradient 0 at 0)."""
+    if dout.shape[0]:
+        with nogil:
+            _relu_backward(&dout[0], &out[0], &dx[0], dout.shape[0])
+
+
 def sigmoid_forward(
     const floating[::1] x,      # IN
     floating[::1] out,          # OUT
 ):
     """out = 1 / (1 + exp(-x)), computed without overflow."""
-    cdef Py_ssize_t i, n = x.shape[0]
-    with nogil:
-        for i in range(n):
-            out[i] = _sigmoid(x[i])
+    if x.shape[0]:
+        with nogil:
+            _sigmoid_forward(&x[0], &out[0], x.shape[0])
 
 
 def sigmoid_backward(
@@ -189,15 +212,54 @@ def sigmoid_backward(
     floating[::1] dx,           # OUT
 ):
     """dx = dout * (1 - y) * y, as the book's Sigmoid layer."""
-    cdef Py_ssize_t i, n = dout.shape[0]
-    with nogil:
-        for i in range(n):
-            dx[i] = dout[i] * (1 - out[i]) * out[i]
+    if dout.shape[0]:
+        with nogil:
+            _sigmoid_backward(&dout[0], &out[0], &dx[0], dout.shape[0])
 
 
 # --------------------------------------------------------------------------
 # Softmax with cross-entropy
 # --------------------------------------------------------------------------
+
+cdef void _softmax_cross_entropy_forward(
+    const floating* x, const int64_t* labels, Py_ssize_t n, Py_ssize_t c,
+    floating* y, floating* row_loss,
+) noexcept nogil:
+    cdef Py_ssize_t i, j
+    cdef floating m, s
+    cdef const floating* xi
+    cdef floating* yi
+    for i in range(n):
+        xi = x + i * c
+        yi = y + i * c
+        m = xi[0]
+        for j in range(1, c):
+            if xi[j] > m:
+                m = xi[j]
+        s = 0
+        for j in range(c):
+            yi[j] = exp(xi[j] - m)
+            s += yi[j]
+        for j in range(c):
+            yi[j] = yi[j] / s
+        row_loss[i] = -log(yi[labels[i]] + <floating>CE_EPS)
+
+
+cdef void _softmax_cross_entropy_backward(
+    const floating* y, const int64_t* labels, Py_ssize_t n, Py_ssize_t c, double dout,
+    floating* dx,
+) noexcept nogil:
+    cdef Py_ssize_t i, j
+    cdef floating nf = <floating>n
+    cdef floating scale = <floating>dout
+    for i in range(n):
+        for j in range(c):
+            dx[i * c + j] = y[i * c + j] / nf
+        dx[i * c + labels[i]] = (y[i * c + labels[i]] - 1) / nf
+        if dout != 1.0:
+            for j in range(c):
+                dx[i * c + j] = dx[i * c + j] * scale
+
 
 def softmax_cross_entropy_forward(
     const floating[:, ::1] x,       # IN (N, C) scores
@@ -206,21 +268,10 @@ def softmax_cross_entropy_forward(
     floating[::1] row_loss,         # OUT (N,) -log(y[i, t_i] + 1e-7)
 ):
     """Numerically stable softmax and per-row cross-entropy in one pass."""
-    cdef Py_ssize_t n = x.shape[0], c = x.shape[1], i, j
-    cdef floating m, s
-    with nogil:
-        for i in range(n):
-            m = x[i, 0]
-            for j in range(1, c):
-                if x[i, j] > m:
-                    m = x[i, j]
-            s = 0
-            for j in range(c):
-                y[i, j] = exp(x[i, j] - m)
-                s += y[i, j]
-            for j in range(c):
-                y[i, j] = y[i, j] / s
-            row_loss[i] = -log(y[i, labels[i]] + <floating>CE_EPS)
+    if x.shape[0] and x.shape[1]:
+        with nogil:
+            _softmax_cross_entropy_forward(&x[0, 0], &labels[0], x.shape[0], x.shape[1],
+                                           &y[0, 0], &row_loss[0])
 
 
 def softmax_cross_entropy_backward(
@@ -230,17 +281,10 @@ def softmax_cross_entropy_backward(
     floating[:, ::1] dx,            # OUT (N, C)
 ):
     """dx = (y - onehot(t)) / N * dout, as the book's SoftmaxWithLoss."""
-    cdef Py_ssize_t n = y.shape[0], c = y.shape[1], i, j
-    cdef floating nf = <floating>n
-    cdef floating scale = <floating>dout
-    with nogil:
-        for i in range(n):
-            for j in range(c):
-                dx[i, j] = y[i, j] / nf
-            dx[i, labels[i]] = (y[i, labels[i]] - 1) / nf
-            if dout != 1.0:
-                for j in range(c):
-                    dx[i, j] = dx[i, j] * scale
+    if y.shape[0] and y.shape[1]:
+        with nogil:
+            _softmax_cross_entropy_backward(&y[0, 0], &labels[0], y.shape[0], y.shape[1], dout,
+                                            &dx[0, 0])
 
 
 # --------------------------------------------------------------------------
@@ -364,6 +408,8 @@ cdef extern from "_sparse.h" nogil:
                          Py_ssize_t k0, Py_ssize_t k1, const double* dout, Py_ssize_t ldd,
                          Py_ssize_t H, double* dst, Py_ssize_t lddst, double scale,
                          int accumulate)
+    void minidl_prefetch_list(const int32_t* idx, const void* val, size_t vsize,
+                              const int64_t* ptr, int64_t r)
 
 ctypedef fused xfloat:  # an input's dtype, which may be narrower than the weights'
     float
@@ -448,6 +494,12 @@ def nonzero_fraction(const xfloat[:, ::1] x, Py_ssize_t max_rows=8) -> float:
     return nnz / <double>(m * K)
 
 
+cdef enum:
+    SMALL_LISTS = 1 << 18  # entries of x up to which nonzero_lists makes one pass
+    ROW_BLOCK = 64   # rows per call of the spmm kernel
+    SCAN_BLOCK = 32  # rows scanned for nonzeros at a time when no lists are given
+
+
 def nonzero_lists(const xfloat[:, ::1] x):
     """The nonzeros of every row of ``x``, as CSR lists.
 
@@ -455,11 +507,19 @@ def nonzero_lists(const xfloat[:, ::1] x):
     and int64 row offsets (M + 1); row i's nonzeros are at ``ptr[i]:ptr[i + 1]``,
     columns increasing. Memory: 8 or 12 bytes per nonzero.
     """
-    cdef Py_ssize_t n = x.shape[0], K = x.shape[1], i, i1, block = 1024
+    cdef Py_ssize_t n = x.shape[0], K = x.shape[1], i, i1, block = min(1024, x.shape[0])
     dtype = np.float32 if xfloat is float else np.float64
     cdef int64_t[::1] ptr = np.zeros(n + 1, dtype=np.int64)
+    cdef int32_t[::1] idx
+    cdef xfloat[::1] val
     if n == 0 or K == 0:
         return np.empty(0, dtype=np.int32), np.empty(0, dtype=dtype), np.asarray(ptr)
+    if n * K <= SMALL_LISTS:  # a batch: one pass into room for every entry (+ K: see below)
+        idx = np.empty(n * K + K, dtype=np.int32)
+        val = np.empty(n * K + K, dtype=dtype)
+        with nogil:
+            _nz(&x[0, 0], K, 0, n, K, &idx[0], &val[0], &ptr[0])
+        return np.asarray(idx)[:ptr[n]], np.asarray(val)[:ptr[n]], np.asarray(ptr)
     cdef int64_t[::1] counts = np.zeros(block + 1, dtype=np.int64)
     cdef int32_t[::1] sidx = np.empty(block * K, dtype=np.int32)
     cdef xfloat[::1] sval = np.empty(block * K, dtype=dtype)
@@ -473,16 +533,12 @@ def nonzero_lists(const xfloat[:, ::1] x):
     del sidx, sval
     cdef Py_ssize_t total = ptr[n]
     # + K: the compaction loop may write (not count) up to K entries past a row's list
-    cdef int32_t[::1] idx = np.empty(total + K, dtype=np.int32)
-    cdef xfloat[::1] val = np.empty(total + K, dtype=dtype)
+    idx = np.empty(total + K, dtype=np.int32)
+    val = np.empty(total + K, dtype=dtype)
     with nogil:  # fill
         _nz(&x[0, 0], K, 0, n, K, &idx[0], &val[0], &ptr[0])
     return np.asarray(idx)[:total], np.asarray(val)[:total], np.asarray(ptr)
 
-
-cdef enum:
-    ROW_BLOCK = 64   # rows per call of the spmm kernel
-    SCAN_BLOCK = 32  # rows scanned for nonzeros at a time when no lists are given
 
 
 cdef inline Py_ssize_t _threads_for(Py_ssize_t work, int num_threads) noexcept nogil:
@@ -636,3 +692,311 @@ def column_sums(
         for i in range(n):
             for j in range(h):
                 out[j] += a[i, j]
+
+
+# --------------------------------------------------------------------------
+# Whole SGD steps (minidl.training.Trainer)
+# --------------------------------------------------------------------------
+#
+# One call runs the seed's whole step on a stack of affine layers: forward,
+# softmax with cross-entropy, backward, the update ``p -= lr * grad`` of every
+# parameter, and the batch loss after the update (a second forward pass), with no
+# Python in between. Every affine product goes through the zero-skipping kernels
+# above, so each layer's input is first turned into nonzero lists: the batch's
+# rows are gathered from the dataset's lists (or scanned from its rows), and the
+# hidden activations are scanned as they are made. Arithmetic is the layers':
+# the results agree with ``network.gradient`` and the update up to rounding.
+
+from libc.string cimport memcpy
+
+cdef enum:
+    MAX_LAYERS_ = 32
+MAX_LAYERS = MAX_LAYERS_  # affine layers in one network (deeper ones take the Python step)
+
+
+cdef struct Lists:  # nonzero lists (CSR) of one layer's input for a batch
+    int32_t* idx
+    void* val  # the layer's dtype, or the dataset's for the first layer
+    int64_t* ptr  # n + 1 offsets
+
+
+cdef struct StepPlan:
+    int n_layers
+    int sigmoid
+    Py_ssize_t sizes[MAX_LAYERS_ + 1]
+    void* W[MAX_LAYERS_]  # the network's parameters, updated in place
+    void* b[MAX_LAYERS_]
+    void* act[MAX_LAYERS_]  # (n, sizes[l + 1]): activations of layer l, the scores last
+    Lists inp[MAX_LAYERS_]  # lists of each layer's input
+    Lists dz_lists  # lists of the gradient being propagated (for dz @ W.T)
+    void* dz  # (n, max hidden width) gradient at a layer's output
+    void* dx  # (n, max hidden width) gradient at its input
+    void* WT  # a transposed weight matrix (layers above the first)
+    int32_t* cptr  # column lists (CSC) of a layer's input, for dW = x.T @ dz
+    int32_t* cidx
+    void* cval
+    void* y  # (n, classes) softmax output
+    void* row_loss  # (n,)
+    const void* x  # the dataset (M, sizes[0]), rows picked by index
+    Py_ssize_t n_rows
+    const int32_t* d_idx  # its nonzero lists, or NULL: scan the rows
+    const void* d_val
+    const int64_t* d_ptr
+
+
+cdef inline void _batch_lists(StepPlan* p, const int64_t* rows, Py_ssize_t n,
+                              const xfloat* x) noexcept nogil:
+    """The first layer's input lists: the batch's rows of the dataset."""
+    cdef Py_ssize_t i, K = p.sizes[0]
+    cdef int64_t r, cnt
+    cdef Lists* out = &p.inp[0]
+    cdef xfloat* val = <xfloat*>out.val
+    cdef const xfloat* d_val = <const xfloat*>p.d_val
+    out.ptr[0] = 0
+    if p.d_idx == NULL:  # scan the rows (ldx 0: each call reads one row)
+        for i in range(n):
+            _nz(x + rows[i] * K, 0, i, i + 1, K, out.idx, val, out.ptr)
+        return
+    for i in range(n):  # copy the rows' lists, asking for the ones ahead early
+        if i + 4 < n:
+            r = rows[i + 4]
+            minidl_prefetch_list(p.d_idx, p.d_val, sizeof(xfloat), p.d_ptr, r)
+        r = rows[i]
+        cnt = p.d_ptr[r + 1] - p.d_ptr[r]
+        memcpy(out.idx + out.ptr[i], p.d_idx + p.d_ptr[r], cnt * sizeof(int32_t))
+        memcpy(val + out.ptr[i], d_val + p.d_ptr[r], cnt * sizeof(xfloat))
+        out.ptr[i + 1] = out.ptr[i] + cnt
+
+
+cdef void _step_forward(StepPlan* p, Py_ssize_t n, const floating* W0,
+                        const xfloat* x0) noexcept nogil:
+    """act[l] for every layer, from the first layer's lists in p.inp[0]."""
+    cdef int l, L = p.n_layers
+    cdef Py_ssize_t K, H
+    cdef floating* a
+    cdef Lists* inp
+    for l in range(L):
+        K, H = p.sizes[l], p.sizes[l + 1]
+        a = <floating*>p.act[l]
+        inp = &p.inp[l]
+        if l == 0:
+            _spmm(NULL, 0, n, inp.idx, <const xfloat*>inp.val, inp.ptr, W0, H, H,
+                  <const floating*>p.b[0], a, H)
+        else:
+            inp.ptr[0] = 0
+            _nz(<const floating*>p.act[l - 1], K, 0, n, K, inp.idx, <floating*>inp.val,
+                inp.ptr)
+            _spmm(NULL, 0, n, inp.idx, <const floating*>inp.val, inp.ptr,
+                  <const floating*>p.W[l], H, H, <const floating*>p.b[l], a, H)
+        if l < L - 1:
+            if p.sigmoid:
+                _sigmoid_forward(a, a, n * H)
+            else:
+                _relu_forward(a, a, n * H)
+
+
+cdef inline void _bias_step(floating* b, const floating* dz, Py_ssize_t n, Py_ssize_t H,
+                            floating lr, floating* db) noexcept nogil:
+    """b -= lr * dz.sum(axis=0), the sum in row order."""
+    cdef Py_ssize_t i, j
+    for j in range(H):
+        db[j] = 0
+    for i in range(n):
+        for j in range(H):
+            db[j] += dz[i * H + j]
+    for j in range(H):
+        b[j] -= lr * db[j]
+
+
+cdef double _sgd_step(StepPlan* p, const int64_t* rows, const int64_t* labels, Py_ssize_t n,
+                      double lr_, floating* W0, const xfloat* x) noexcept nogil:
+    cdef int l, L = p.n_layers
+    cdef Py_ssize_t K, H, i, j, C = p.sizes[L]
+    cdef floating lr = <floating>lr_
+    cdef floating* dz = <floating*>p.dz
+    cdef floating* dx = <floating*>p.dx
+    cdef floating* tmp
+    cdef floating* W
+    cdef floating* WT = <floating*>p.WT
+    cdef floating* a
+    cdef Lists* inp
+    cdef double loss = 0
+
+    _batch_lists(p, rows, n, x)
+    _step_forward(p, n, <const floating*>W0, x)
+    _softmax_cross_entropy_forward(<const floating*>p.act[L - 1], labels, n, C,
+                                   <floating*>p.y, <floating*>p.row_loss)
+    _softmax_cross_entropy_backward(<const floating*>p.y, labels, n, C, 1.0, dz)
+
+    for l in range(L - 1, 0, -1):
+        K, H = p.sizes[l], p.sizes[l + 1]
+        W = <floating*>p.W[l]
+        a = <floating*>p.act[l - 1]
+        inp = &p.inp[l]
+        # dx = dz @ W.T, with W before its update: the rows of W.T are W's columns
+        for i in range(K):
+            for j in range(H):
+                WT[j * K + i] = W[i * H + j]
+        p.dz_lists.ptr[0] = 0
+        _nz(<const floating*>dz, H, 0, n, H, p.dz_lists.idx, <floating*>p.dz_lists.val,
+            p.dz_lists.ptr)
+        _spmm(NULL, 0, n, p.dz_lists.idx, <const floating*>p.dz_lists.val, p.dz_lists.ptr,
+              <const floating*>WT, K, K, <const floating*>NULL, dx, K)
+        if p.sigmoid:
+            _sigmoid_backward(dx, a, dx, n * K)
+        else:
+            _relu_backward(dx, a, dx, n * K)
+        # W -= lr * (a.T @ dz), over the columns of a's lists
+        _csc(inp.idx, <const floating*>inp.val, inp.ptr, NULL, n, K, p.cptr, p.cidx,
+             <floating*>p.cval)
+        _spmmt(p.cptr, p.cidx, <const floating*>p.cval, 0, K, <const floating*>dz, H, H,
+               W, H, -lr, 1)
+        _bias_step(<floating*>p.b[l], dz, n, H, lr, <floating*>p.row_loss)
+        tmp = dz
+        dz = dx
+        dx = tmp
+
+    K, H = p.sizes[0], p.sizes[1]
+    inp = &p.inp[0]
+    _csc(inp.idx, <const xfloat*>inp.val, inp.ptr, NULL, n, K, p.cptr, p.cidx,
+         <xfloat*>p.cval)
+    _spmmt(p.cptr, p.cidx, <const xfloat*>p.cval, 0, K, <const floating*>dz, H, H, W0, H,
+           -lr, 1)
+    _bias_step(<floating*>p.b[0], dz, n, H, lr, <floating*>p.row_loss)
+
+    # the batch loss with the updated parameters
+    _step_forward(p, n, <const floating*>W0, x)
+    _softmax_cross_entropy_forward(<const floating*>p.act[L - 1], labels, n, C,
+                                   <floating*>p.y, <floating*>p.row_loss)
+    for i in range(n):
+        loss += (<floating*>p.row_loss)[i]
+    return loss / n
+
+
+cdef inline void* _data(list keep, a):
+    keep.append(a)
+    return cnp.PyArray_DATA(a)
+
+
+cdef class SGDStep:
+    """Whole SGD steps of a stack of affine layers, each in one call (see above).
+
+    ``W``, ``b``: the network's parameter arrays (C-contiguous, one dtype),
+    updated in place by ``step``; ``x``: the dataset (M, W[0].shape[0]),
+    C-contiguous float32 or float64 (float32 with a float32 network); ``lists``:
+    ``nonzero_lists(x)``, or None to scan the batch's rows at each step;
+    ``sigmoid``: the hidden activation (else ReLU); ``batch_size``: the largest
+    batch ``step`` will be given. Everything a step needs is allocated here.
+    """
+
+    cdef StepPlan plan
+    cdef list keep  # every array the plan points into
+    cdef readonly Py_ssize_t batch_size
+    cdef int net_double, x_double
+
+    def __init__(self, list W, list b, x, tuple lists, bint sigmoid, Py_ssize_t batch_size):
+        cdef int L = len(W), l
+        cdef Py_ssize_t hmax, kmax, wt
+        cdef StepPlan* p
+        if not 1 <= L <= MAX_LAYERS_ or len(b) != L:
+            raise ValueError(f"SGDStep: 1 to {MAX_LAYERS} layers with a bias each, got "
+                             f"{len(W)} weights and {len(b)} biases")
+        dtype = W[0].dtype
+        if dtype not in (np.float32, np.float64):
+            raise TypeError(f"SGDStep: parameters must be float32 or float64, not {dtype}")
+        sizes = [W[0].shape[0]] + [w.shape[1] if w.ndim == 2 else -1 for w in W]
+        for l in range(L):
+            w, bb = W[l], b[l]
+            if (not isinstance(w, np.ndarray) or not isinstance(bb, np.ndarray)
+                    or w.dtype != dtype or bb.dtype != dtype or w.ndim != 2
+                    or w.shape[0] != sizes[l] or bb.shape != (sizes[l + 1],)
+                    or not w.flags.c_contiguous or not w.flags.writeable
+                    or not bb.flags.c_contiguous or not bb.flags.writeable):
+                raise ValueError(f"SGDStep: layer {l + 1}'s W and b must be writeable "
+                                 f"C-contiguous {dtype} arrays of chained shapes")
+        if min(sizes) < 1 or batch_size < 1:
+            raise ValueError(f"SGDStep: sizes {sizes} and batch size {batch_size} must be >= 1")
+        if (not isinstance(x, np.ndarray) or x.ndim != 2 or x.shape[1] != sizes[0]
+                or x.dtype not in (np.float32, np.float64) or not x.flags.c_contiguous
+                or (x.dtype == np.float64 and dtype == np.float32)):
+            raise ValueError(f"SGDStep: x must be a C-contiguous float32 (or, with a float64 "
+                             f"network, float64) array of {sizes[0]} columns")
+        xdtype = x.dtype
+        self.keep = []
+        self.batch_size = batch_size
+        self.net_double = dtype == np.float64
+        self.x_double = xdtype == np.float64
+        p = &self.plan
+        p.n_layers = L
+        p.sigmoid = sigmoid
+        for l in range(L + 1):
+            p.sizes[l] = sizes[l]
+        n = batch_size
+        hmax = max(sizes[1:])
+        kmax = max(sizes[:-1])
+        wt = max([sizes[l] * sizes[l + 1] for l in range(1, L)] or [1])
+        for l in range(L):
+            p.W[l] = _data(self.keep, W[l])
+            p.b[l] = _data(self.keep, b[l])
+            p.act[l] = _data(self.keep, np.empty(n * sizes[l + 1], dtype=dtype))
+            # the compaction in _nz may write up to K entries past a list: + K
+            p.inp[l].idx = <int32_t*>_data(self.keep, np.empty(n * sizes[l] + sizes[l],
+                                                                 dtype=np.int32))
+            p.inp[l].val = _data(self.keep, np.empty(n * sizes[l] + sizes[l],
+                                                     dtype=xdtype if l == 0 else dtype))
+            p.inp[l].ptr = <int64_t*>_data(self.keep, np.zeros(n + 1, dtype=np.int64))
+        p.dz_lists.idx = <int32_t*>_data(self.keep, np.empty(n * hmax + hmax, dtype=np.int32))
+        p.dz_lists.val = _data(self.keep, np.empty(n * hmax + hmax, dtype=dtype))
+        p.dz_lists.ptr = <int64_t*>_data(self.keep, np.zeros(n + 1, dtype=np.int64))
+        p.dz = _data(self.keep, np.empty(n * hmax, dtype=dtype))
+        p.dx = _data(self.keep, np.empty(n * hmax, dtype=dtype))
+        p.WT = _data(self.keep, np.empty(wt, dtype=dtype))
+        p.cptr = <int32_t*>_data(self.keep, np.empty(kmax + 1, dtype=np.int32))
+        p.cidx = <int32_t*>_data(self.keep, np.empty(n * kmax + 1, dtype=np.int32))
+        p.cval = _data(self.keep, np.empty(n * kmax + 1, dtype=np.float64))  # either dtype
+        p.y = _data(self.keep, np.empty(n * sizes[L], dtype=dtype))
+        p.row_loss = _data(self.keep, np.empty(max(n, hmax), dtype=dtype))  # also db
+        p.x = _data(self.keep, x)
+        p.n_rows = x.shape[0]
+        p.d_idx, p.d_val, p.d_ptr = NULL, NULL, NULL
+        if lists is not None:
+            li, lv, lp = lists
+            if (li.dtype != np.int32 or lv.dtype != xdtype or lp.dtype != np.int64
+                    or lp.shape != (x.shape[0] + 1,) or li.shape != lv.shape
+                    or lp[-1] > li.shape[0] or not (li.flags.c_contiguous
+                                                    and lv.flags.c_contiguous
+                                                    and lp.flags.c_contiguous)):
+                raise ValueError("SGDStep: lists must be nonzero_lists(x)")
+            if li.shape[0] == 0:  # no nonzeros at all: valid pointers to nothing
+                li, lv = np.zeros(1, dtype=np.int32), np.zeros(1, dtype=xdtype)
+            p.d_idx = <const int32_t*>_data(self.keep, li)
+            p.d_val = _data(self.keep, lv)
+            p.d_ptr = <const int64_t*>_data(self.keep, lp)
+
+    def step(self, const int64_t[::1] rows, const int64_t[::1] labels, double lr) -> float:
+        """One SGD step on the batch ``x[rows]`` with class indices ``labels``;
+        returns the batch loss after the update."""
+        cdef Py_ssize_t n = rows.shape[0], i, C = self.plan.sizes[self.plan.n_layers]
+        cdef Py_ssize_t M = self.plan.n_rows
+        cdef bint bad = False
+        cdef double loss
+        cdef StepPlan* p = &self.plan
+        if not 1 <= n <= self.batch_size or labels.shape[0] != n:
+            raise ValueError(f"SGDStep.step: {n} rows and {labels.shape[0]} labels "
+                             f"(need the same number, 1 to {self.batch_size})")
+        with nogil:
+            for i in range(n):
+                bad = bad or rows[i] < 0 or rows[i] >= M or labels[i] < 0 or labels[i] >= C
+        if bad:
+            raise ValueError(f"SGDStep.step: rows must be in [0, {M}) and labels in [0, {C})")
+        with nogil:
+            if not self.net_double:
+                loss = _sgd_step(p, &rows[0], &labels[0], n, lr, <float*>p.W[0],
+                                 <const float*>p.x)
+            elif self.x_double:
+                loss = _sgd_step(p, &rows[0], &labels[0], n, lr, <double*>p.W[0],
+                                 <const double*>p.x)
+            else:
+                loss = _sgd_step(p, &rows[0], &labels[0], n, lr, <double*>p.W[0],
+                                 <const float*>p.x)
+        return loss

@@ -225,6 +225,17 @@ MDL_DEFINE_SCALAR(dd, double, double)
 /* rows ahead whose lists are prefetched when the rows are picked by index */
 #define MDL_PREFETCH 4
 
+/* Ask for every cache line of list row r (a dataset's lists are far larger than
+ * the caches, and a batch picks its rows at random). */
+static inline void minidl_prefetch_list(const int32_t *idx, const void *val, size_t vsize,
+                                     const int64_t *ptr, int64_t r)
+{
+    const char *pi = (const char *)(idx + ptr[r]), *ei = (const char *)(idx + ptr[r + 1]);
+    const char *pv = (const char *)val + ptr[r] * vsize, *ev = (const char *)val + ptr[r + 1] * vsize;
+    for (; pi < ei; pi += 64) __builtin_prefetch(pi);
+    for (; pv < ev; pv += 64) __builtin_prefetch(pv);
+}
+
 /* acc[0..NV) += v * row[...]: NV - 1 vectors from the start, the last at `last`. */
 #define MDL_ACC(NV, VT, v, row, last)                                        \
     do {                                                                     \
@@ -288,11 +299,8 @@ ATTR static void mdl_spmm_##SUF(MDL_SPMM_ARGS(XT, T))                           
         for (mdl_ssize i = i0; i < i1; i++) {                                           \
             const mdl_ssize ri = rows ? (mdl_ssize)rows[i] : i;                         \
             const int64_t p0 = ptr[ri], p1 = ptr[ri + 1];                               \
-            if (rows && i + MDL_PREFETCH < i1) { /* a batch's rows are scattered */     \
-                const int64_t pn = ptr[rows[i + MDL_PREFETCH]];                         \
-                __builtin_prefetch(idx + pn);                                           \
-                __builtin_prefetch(val + pn);                                           \
-            }                                                                           \
+            if (rows && i + MDL_PREFETCH < i1 && c0 == 0) /* a batch's rows are scattered */ \
+                minidl_prefetch_list(idx, val, sizeof(XT), ptr, rows[i + MDL_PREFETCH]);      \
             T *o = out + i * ldo + c0;                                                  \
             T tail[L];                                                                  \
             switch (nv) { MDL_CASES(MDL_SPMM_CASE, VT, T) }                             \

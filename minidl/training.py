@@ -208,6 +208,7 @@ class Trainer:
                             > _backend.SPARSE_MAX_DENSITY)
         self.eval_sets["train"] = (self.x, self.labels, self.lists)
         self._buffers = {}
+        self._sgd = None  # the compiled whole step (_core.SGDStep), made for the batch size
 
     # -- what it covers ------------------------------------------------------------
     @staticmethod
@@ -305,6 +306,15 @@ class Trainer:
         rows = np.ascontiguousarray(rows, dtype=np.int64)
         n = len(rows)
         labels = self.labels[rows]
+        if not self.dense_input and n > 0 and self.n_affine <= _core.MAX_LAYERS:
+            if self._sgd is None or self._sgd.batch_size < n:
+                self._sgd = _core.SGDStep(self.W, self.b, self.x, self.lists, self.sigmoid, n)
+            return self._sgd.step(rows, labels, self.lr)
+        return self._python_step(rows, labels)
+
+    def _python_step(self, rows, labels) -> float:
+        """The step with NumPy's BLAS for the first layer (dense inputs such as CIFAR-10)."""
+        n = len(rows)
         acts = self._forward(self.x, rows, self.lists, n, "g")
 
         # softmax with cross-entropy, backward (the loss itself is not needed here)

@@ -225,3 +225,84 @@ def test_real_mnist_fast_path_follows_the_plain_loop(monkeypatch):
     runs = both(lambda: TwoLayerNet(784, 50, 10), x, t, xt, tt, lr=0.1, batch_size=100,
                 iters=200)
     assert_same_run(*runs, {"rtol": 1e-8, "atol": 1e-10})
+
+
+# -- the compiled whole step (_core.SGDStep) ------------------------------------------
+@pytest.mark.parametrize("level", ["baseline", "scalar"])
+def test_fast_path_follows_the_plain_loop_on_every_instruction_set(level, rng):
+    from minidl import _core
+
+    x, t = data(rng, density=0.05)
+    _core.use_simd(level)
+    try:
+        for dt, tol in ((np.float32, {"rtol": 2e-4, "atol": 2e-5}),
+                        (np.float64, {"rtol": 1e-9, "atol": 1e-11})):
+            runs = both(lambda: NETS["multi"](dt), x, t, lr=0.1, batch_size=10, iters=100)
+            assert_same_run(*runs, tol)
+    finally:
+        _core.use_simd("best")
+
+
+def test_trainer_takes_batches_of_any_size_and_empty_data(rng):
+    x, t = data(rng, n=60)
+    x[:, :] = 0  # no nonzeros at all: the lists are empty
+    np.random.seed(1)
+    a, b = ThreeLayerNet(40, 7, 6, 5), None
+    np.random.seed(1)
+    b = ThreeLayerNet(40, 7, 6, 5)
+    tr = Trainer(b, x, t, lr=0.3)
+    for rows in (np.arange(5), np.arange(60), np.array([7])):  # grows, then shrinks
+        loss = tr.step(rows)
+        grads = a.gradient(x[rows], t[rows])
+        for key in a.params:
+            a.params[key] -= 0.3 * grads[key]
+        assert loss == pytest.approx(a.loss(x[rows], t[rows]), rel=1e-12)
+    for key in a.params:
+        np.testing.assert_allclose(b.params[key], a.params[key], rtol=1e-12, atol=1e-15)
+
+
+def test_networks_deeper_than_the_compiled_step_take_the_python_step(rng):
+    from minidl import _core
+
+    x, t = data(rng, n=50)
+    deep = lambda: MultiLayerNet(40, [4] * _core.MAX_LAYERS, 5, weight_init_std="he")
+    runs = both(deep, x, t, lr=0.05, batch_size=10, iters=20)
+    assert_same_run(*runs, {"rtol": 1e-9, "atol": 1e-11})
+
+
+def test_sgd_step_refuses_what_would_read_out_of_bounds(rng):
+    from minidl import _core
+
+    x, t = data(rng, n=30, k=12)
+    W = [np.zeros((12, 6)), np.zeros((6, 5))]
+    b = [np.zeros(6), np.zeros(5)]
+    step = _core.SGDStep(W, b, x, _core.nonzero_lists(x), False, 8)
+    rows, labels = np.arange(4, dtype=np.int64), np.zeros(4, dtype=np.int64)
+    assert np.isfinite(step.step(rows, labels, 0.1))
+    for bad_rows, bad_labels in ((rows + 27, labels), (rows - 1, labels), (rows, labels + 5),
+                                 (rows, labels - 1)):
+        with pytest.raises(ValueError, match="rows must be in"):
+            step.step(bad_rows, bad_labels, 0.1)
+    with pytest.raises(ValueError, match="rows and"):
+        step.step(np.arange(9, dtype=np.int64), np.zeros(9, dtype=np.int64), 0.1)  # > batch
+    with pytest.raises(ValueError, match="rows and"):
+        step.step(rows, labels[:3], 0.1)
+    with pytest.raises(ValueError, match="rows and"):
+        step.step(rows[:0], labels[:0], 0.1)
+    with pytest.raises(ValueError, match="chained shapes"):
+        _core.SGDStep([W[0], np.zeros((7, 5))], b, x, None, False, 8)
+    with pytest.raises(ValueError, match="chained shapes"):
+        _core.SGDStep([W[0], W[1].astype(np.float32)], b, x, None, False, 8)
+    with pytest.raises(ValueError, match="chained shapes"):
+        _core.SGDStep([np.asfortranarray(W[0]), W[1]], b, x, None, False, 8)
+    with pytest.raises(ValueError, match="x must be"):
+        _core.SGDStep(W, b, x[:, :11], None, False, 8)
+    with pytest.raises(ValueError, match="x must be"):
+        _core.SGDStep([w.astype(np.float32) for w in W], [c.astype(np.float32) for c in b],
+                      x.astype(np.float64), None, False, 8)
+    with pytest.raises(ValueError, match="lists must be"):
+        _core.SGDStep(W, b, x, _core.nonzero_lists(x[:20]), False, 8)
+    with pytest.raises(ValueError, match="layers"):
+        _core.SGDStep(W, b[:1], x, None, False, 8)
+    with pytest.raises(TypeError, match="float32 or float64"):
+        _core.SGDStep([w.astype(np.float16) for w in W], b, x, None, False, 8)
