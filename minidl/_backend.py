@@ -34,6 +34,9 @@ GEMM_CHOICES = ("blas", "cython")
 SPARSE_MIN_FEATURES = 64
 SPARSE_MIN_OUTPUTS = 16
 SPARSE_MAX_DENSITY = 0.5
+# An Affine layer keeps its input's nonzero lists from forward for backward when
+# the input has at most this many entries (a training batch; 12 bytes an entry).
+KEEP_LISTS_MAX = 1 << 18
 # Threads for the zero-skipping kernels (each uses fewer when its work is small).
 # One by default: on the 2-core machine this was tuned on, a second thread made
 # even a full-dataset evaluation slower (memory-bound work, and BLAS's own
@@ -85,26 +88,39 @@ class CythonOps(NumpyOps):
             and _core.nonzero_fraction(x) <= SPARSE_MAX_DENSITY
         )
 
-    def affine_forward(self, x, W, b):
-        """x (N, D) @ W (D, M) + b; x may be float32 with float64 W (computed in float64)."""
+    def affine_forward(self, x, W, b, state=None):
+        """x (N, D) @ W (D, M) + b; x may be float32 with float64 W (computed in float64).
+
+        ``state``: a dict the calling layer keeps; a batch's nonzero lists are left
+        in it for ``affine_backward`` of the same ``x``.
+        """
+        if state is not None:
+            state.clear()
         if self._sparse_inputs(x, W):
             out = np.empty((x.shape[0], W.shape[1]), dtype=W.dtype)
-            _core.sparse_affine_forward(x, None, W, np.ascontiguousarray(b), out, NUM_THREADS)
+            lists = None
+            if state is not None and x.size <= KEEP_LISTS_MAX:  # a batch, not an evaluation
+                lists = _core.nonzero_lists(x)
+                state["lists"] = (x, lists)
+            _core.sparse_affine_forward(x, None, W, np.ascontiguousarray(b), out, NUM_THREADS,
+                                        lists)
             return out
         out = self.gemm(x.astype(W.dtype, copy=False), W)
         _core.add_bias(out, np.ascontiguousarray(b))
         return out
 
-    def affine_backward(self, x, W, dout, need_dx=True):
+    def affine_backward(self, x, W, dout, need_dx=True, state=None):
         dx = self.gemm(dout, W.T) if need_dx else None
         if self._sparse_inputs(x, W):
             dW = np.empty(W.shape, dtype=W.dtype)
+            kept = state.get("lists") if state is not None else None
+            lists = kept[1] if kept is not None and kept[0] is x else None
             _core.sparse_affine_backward_weights(
-                x, None, np.ascontiguousarray(dout), dW, 0.0, NUM_THREADS
+                x, None, np.ascontiguousarray(dout), dW, 0.0, NUM_THREADS, lists
             )
         else:
             dW = self.gemm(x.T.astype(W.dtype, copy=False), dout)
-        db = np.sum(dout, axis=0)
+        db = dout.sum(axis=0)
         return dx, dW, db
 
     # -- activations ----------------------------------------------------------
@@ -134,7 +150,7 @@ class CythonOps(NumpyOps):
         y = np.empty_like(x)
         row_loss = np.empty(x.shape[0], dtype=x.dtype)
         _core.softmax_cross_entropy_forward(x, np.ascontiguousarray(labels), y, row_loss)
-        return np.sum(row_loss) / x.shape[0], y
+        return row_loss.sum() / x.shape[0], y
 
     def softmax_cross_entropy_backward(self, y, labels, dout=1.0):
         dx = np.empty(y.shape, dtype=y.dtype)

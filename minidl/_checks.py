@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_F32, _F64 = FLOAT_DTYPES
+_FLOAT_DTYPE_SET = frozenset(FLOAT_DTYPES)
 
 
 def float_dtype(what: str, *arrays) -> np.dtype:
@@ -17,6 +19,10 @@ def float_dtype(what: str, *arrays) -> np.dtype:
     for a in arrays:
         if not isinstance(a, np.ndarray):
             raise TypeError(f"{what}: expected a NumPy array, got {type(a).__name__}")
+    # the common cases (native float32/float64 only) without NumPy's promotion machinery
+    dtypes = {a.dtype for a in arrays}
+    if dtypes <= _FLOAT_DTYPE_SET:
+        return _F64 if _F64 in dtypes else _F32
     dtype = np.result_type(*arrays)
     if dtype not in FLOAT_DTYPES:
         raise TypeError(

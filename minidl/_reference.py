@@ -23,12 +23,17 @@ class NumpyOps:
     def gemm(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.dot(a, b)
 
-    def affine_forward(self, x: np.ndarray, W: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """x (N, D) @ W (D, M) + b (M,) -> (N, M)."""
+    def affine_forward(self, x: np.ndarray, W: np.ndarray, b: np.ndarray, state=None):
+        """x (N, D) @ W (D, M) + b (M,) -> (N, M). ``state``: see ``affine_backward``."""
         return np.dot(x, W) + b
 
-    def affine_backward(self, x, W, dout, need_dx=True):
-        """Returns (dx, dW, db); dx is None when ``need_dx`` is false."""
+    def affine_backward(self, x, W, dout, need_dx=True, state=None):
+        """Returns (dx, dW, db); dx is None when ``need_dx`` is false.
+
+        ``state`` is the dict the layer passed to ``affine_forward`` for this ``x``:
+        a backend may keep there what its backward pass reuses (the reference
+        keeps nothing).
+        """
         dx = np.dot(dout, W.T) if need_dx else None
         dW = np.dot(x.T, dout)
         db = np.sum(dout, axis=0)

@@ -7,6 +7,8 @@ kernels by default, or the NumPy reference.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from . import _backend
@@ -108,6 +110,7 @@ class Affine:
         self.x = None
         self.original_x_shape = None
         self._dtype = None  # the dtype forward computed in (NumPy's promotion of x, W, b)
+        self._state = {}  # what the backend keeps from forward for backward
         # gradients of the weight and bias parameters
         self.dW = None
         self.db = None
@@ -121,7 +124,7 @@ class Affine:
                 f"Affine: W must be 2-D and b of shape (W.shape[1],); got W {W.shape}, b {b.shape}"
             )
         n = batch_size_of("Affine.forward", x)
-        width = int(np.prod(x.shape[1:]))
+        width = math.prod(x.shape[1:])
         if width != W.shape[0]:
             raise ValueError(
                 f"Affine.forward: input of shape {x.shape} has {width} features per sample, "
@@ -133,7 +136,7 @@ class Affine:
         self.x = x.reshape(n, width)
         self._dtype = dtype
         return _backend.ops().affine_forward(
-            self.x, W.astype(dtype, copy=False), b.astype(dtype, copy=False)
+            self.x, W.astype(dtype, copy=False), b.astype(dtype, copy=False), self._state
         )
 
     def backward(self, dout, need_dx=True):
@@ -146,7 +149,8 @@ class Affine:
             raise ValueError(f"Affine.backward: dout must have shape {expected}, got {dout.shape}")
         dtype = self._dtype
         dx, self.dW, self.db = _backend.ops().affine_backward(
-            self.x, self.W.astype(dtype, copy=False), dout.astype(dtype, copy=False), need_dx
+            self.x, self.W.astype(dtype, copy=False), dout.astype(dtype, copy=False), need_dx,
+            self._state,
         )
         if dx is None:
             return None

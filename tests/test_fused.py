@@ -279,3 +279,24 @@ def test_accuracy_in_chunks_equals_one_pass(chunk, rng, monkeypatch):
     monkeypatch.setattr(networks, "EVAL_CHUNK", chunk)
     assert net.accuracy(x, t) == pytest.approx(expected, abs=0)
     assert net.accuracy(x, np.eye(10)[t]) == pytest.approx(expected, abs=0)
+
+
+@pytest.mark.parametrize("n", [100, 400])  # a batch keeps its lists; 400 x 784 is rescanned
+def test_affine_backward_reuses_the_forward_lists_only_for_the_same_input(n, rng):
+    x = sparse_x(rng, n, 784, 0.2, np.float32)
+    W, b = rng.standard_normal((784, 50)), rng.standard_normal(50)
+    ops, state = _backend.CythonOps(), {}
+    ops.affine_forward(x, W, b, state)
+    assert ("lists" in state) == (x.size <= _backend.KEEP_LISTS_MAX)
+    dout = rng.standard_normal((n, 50))
+    ref = x.T.astype(np.float64) @ dout
+    _, dW, _ = ops.affine_backward(x, W, dout, False, state)
+    assert_sum_close(dW, ref, np.abs(x.T.astype(np.float64)), np.abs(dout))
+    # another array (even with the same shape) never takes the kept lists
+    x2 = sparse_x(rng, n, 784, 0.2, np.float32)
+    _, dW2, _ = ops.affine_backward(x2, W, dout, False, state)
+    assert_sum_close(dW2, x2.T.astype(np.float64) @ dout, np.abs(x2.T.astype(np.float64)),
+                     np.abs(dout))
+    # a later forward on a large input drops them
+    ops.affine_forward(sparse_x(rng, 400, 784, 0.2, np.float32), W, b, state)
+    assert "lists" not in state
