@@ -237,7 +237,8 @@ def test_fast_path_follows_the_plain_loop_on_every_instruction_set(level, rng):
     try:
         for dt, tol in ((np.float32, {"rtol": 2e-4, "atol": 2e-5}),
                         (np.float64, {"rtol": 1e-9, "atol": 1e-11})):
-            runs = both(lambda: NETS["multi"](dt), x, t, lr=0.1, batch_size=10, iters=100)
+            runs = both(lambda dt=dt: NETS["multi"](dt), x, t, lr=0.1, batch_size=10,
+                        iters=100)
             assert_same_run(*runs, tol)
     finally:
         _core.use_simd("best")
@@ -273,7 +274,7 @@ def test_networks_deeper_than_the_compiled_step_take_the_python_step(rng):
 def test_sgd_step_refuses_what_would_read_out_of_bounds(rng):
     from minidl import _core
 
-    x, t = data(rng, n=30, k=12)
+    x, _ = data(rng, n=30, k=12)
     W = [np.zeros((12, 6)), np.zeros((6, 5))]
     b = [np.zeros(6), np.zeros(5)]
     step = _core.SGDStep(W, b, x, _core.nonzero_lists(x), False, 8)
