@@ -736,6 +736,8 @@ cdef struct StepPlan:
     int32_t* cidx
     void* cval
     void* y  # (n, classes) softmax output
+    void* gW[MAX_LAYERS_]  # where gradient() writes dW and db
+    void* gb[MAX_LAYERS_]
     void* row_loss  # (n,)
     const void* x  # the dataset (M, sizes[0]), rows picked by index
     Py_ssize_t n_rows
@@ -795,42 +797,38 @@ cdef void _step_forward(StepPlan* p, Py_ssize_t n, const floating* W0,
                 _relu_forward(a, a, n * H)
 
 
-cdef inline void _bias_step(floating* b, const floating* dz, Py_ssize_t n, Py_ssize_t H,
-                            floating lr, floating* db) noexcept nogil:
-    """b -= lr * dz.sum(axis=0), the sum in row order."""
+cdef inline void _column_sums(const floating* a, Py_ssize_t n, Py_ssize_t H,
+                              floating* out) noexcept nogil:
+    """out = a.sum(axis=0) for a (n, H), the sum in row order (the bias gradient)."""
     cdef Py_ssize_t i, j
     for j in range(H):
-        db[j] = 0
+        out[j] = 0
     for i in range(n):
         for j in range(H):
-            db[j] += dz[i * H + j]
-    for j in range(H):
-        b[j] -= lr * db[j]
+            out[j] += a[i * H + j]
 
 
-cdef double _sgd_step(StepPlan* p, const int64_t* rows, const int64_t* labels, Py_ssize_t n,
-                      double lr_, floating* W0, const xfloat* x) noexcept nogil:
+cdef void _step_backward(StepPlan* p, Py_ssize_t n, floating lr, bint update, floating* W0,
+                         const xfloat* x) noexcept nogil:
+    """Backward from p.dz (the scores' gradient), layer by layer.
+
+    update: W -= lr * dW and b -= lr * db in place; else dW and db are written to
+    p.gW and p.gb and the parameters are left alone.
+    """
     cdef int l, L = p.n_layers
-    cdef Py_ssize_t K, H, i, j, C = p.sizes[L]
-    cdef floating lr = <floating>lr_
+    cdef Py_ssize_t K, H, i, j
     cdef floating* dz = <floating*>p.dz
     cdef floating* dx = <floating*>p.dx
     cdef floating* tmp
     cdef floating* W
+    cdef floating* b
     cdef floating* WT = <floating*>p.WT
+    cdef floating* db = <floating*>p.row_loss  # scratch, at least max(n, widths) long
     cdef floating* a
     cdef Lists* inp
-    cdef double loss = 0
-
-    _batch_lists(p, rows, n, x)
-    _step_forward(p, n, <const floating*>W0, x)
-    _softmax_cross_entropy_forward(<const floating*>p.act[L - 1], labels, n, C,
-                                   <floating*>p.y, <floating*>p.row_loss)
-    _softmax_cross_entropy_backward(<const floating*>p.y, labels, n, C, 1.0, dz)
-
     for l in range(L - 1, 0, -1):
         K, H = p.sizes[l], p.sizes[l + 1]
-        W = <floating*>p.W[l]
+        W, b = <floating*>p.W[l], <floating*>p.b[l]
         a = <floating*>p.act[l - 1]
         inp = &p.inp[l]
         # dx = dz @ W.T, with W before its update: the rows of W.T are W's columns
@@ -846,24 +844,65 @@ cdef double _sgd_step(StepPlan* p, const int64_t* rows, const int64_t* labels, P
             _sigmoid_backward(dx, a, dx, n * K)
         else:
             _relu_backward(dx, a, dx, n * K)
-        # W -= lr * (a.T @ dz), over the columns of a's lists
+        # dW = a.T @ dz over the columns of a's lists (fused with W -= lr * dW)
         _csc(inp.idx, <const floating*>inp.val, inp.ptr, NULL, n, K, p.cptr, p.cidx,
              <floating*>p.cval)
-        _spmmt(p.cptr, p.cidx, <const floating*>p.cval, 0, K, <const floating*>dz, H, H,
-               W, H, -lr, 1)
-        _bias_step(<floating*>p.b[l], dz, n, H, lr, <floating*>p.row_loss)
+        if update:
+            _spmmt(p.cptr, p.cidx, <const floating*>p.cval, 0, K, <const floating*>dz, H, H,
+                   W, H, -lr, 1)
+            _column_sums(dz, n, H, db)
+            for j in range(H):
+                b[j] -= lr * db[j]
+        else:
+            _spmmt(p.cptr, p.cidx, <const floating*>p.cval, 0, K, <const floating*>dz, H, H,
+                   <floating*>p.gW[l], H, 1, 0)
+            _column_sums(dz, n, H, <floating*>p.gb[l])
         tmp = dz
         dz = dx
         dx = tmp
 
     K, H = p.sizes[0], p.sizes[1]
     inp = &p.inp[0]
+    b = <floating*>p.b[0]
     _csc(inp.idx, <const xfloat*>inp.val, inp.ptr, NULL, n, K, p.cptr, p.cidx,
          <xfloat*>p.cval)
-    _spmmt(p.cptr, p.cidx, <const xfloat*>p.cval, 0, K, <const floating*>dz, H, H, W0, H,
-           -lr, 1)
-    _bias_step(<floating*>p.b[0], dz, n, H, lr, <floating*>p.row_loss)
+    if update:
+        _spmmt(p.cptr, p.cidx, <const xfloat*>p.cval, 0, K, <const floating*>dz, H, H, W0, H,
+               -lr, 1)
+        _column_sums(dz, n, H, db)
+        for j in range(H):
+            b[j] -= lr * db[j]
+    else:
+        _spmmt(p.cptr, p.cidx, <const xfloat*>p.cval, 0, K, <const floating*>dz, H, H,
+               <floating*>p.gW[0], H, 1, 0)
+        _column_sums(dz, n, H, <floating*>p.gb[0])
 
+
+cdef double _loss_and_gradient(StepPlan* p, const int64_t* labels, Py_ssize_t n, floating* W0,
+                               const xfloat* x) noexcept nogil:
+    """Forward from the first layer's lists, the mean loss, and p.dz = its gradient."""
+    cdef int L = p.n_layers
+    cdef Py_ssize_t i, C = p.sizes[L]
+    cdef double loss = 0
+    _step_forward(p, n, <const floating*>W0, x)
+    _softmax_cross_entropy_forward(<const floating*>p.act[L - 1], labels, n, C,
+                                   <floating*>p.y, <floating*>p.row_loss)
+    for i in range(n):
+        loss += (<floating*>p.row_loss)[i]
+    _softmax_cross_entropy_backward(<const floating*>p.y, labels, n, C, 1.0,
+                                    <floating*>p.dz)
+    return loss / n
+
+
+cdef double _sgd_step(StepPlan* p, const int64_t* rows, const int64_t* labels, Py_ssize_t n,
+                      double lr, floating* W0, const xfloat* x) noexcept nogil:
+    """The seed's step on dataset rows: returns the batch loss after the update."""
+    cdef int L = p.n_layers
+    cdef Py_ssize_t i, C = p.sizes[L]
+    cdef double loss = 0
+    _batch_lists(p, rows, n, x)
+    _loss_and_gradient(p, labels, n, W0, x)
+    _step_backward(p, n, <floating>lr, True, W0, x)
     # the batch loss with the updated parameters
     _step_forward(p, n, <const floating*>W0, x)
     _softmax_cross_entropy_forward(<const floating*>p.act[L - 1], labels, n, C,
@@ -871,6 +910,17 @@ cdef double _sgd_step(StepPlan* p, const int64_t* rows, const int64_t* labels, P
     for i in range(n):
         loss += (<floating*>p.row_loss)[i]
     return loss / n
+
+
+cdef double _gradient(StepPlan* p, const xfloat* xb, const int64_t* labels, Py_ssize_t n,
+                      floating* W0) noexcept nogil:
+    """Loss and gradients (into p.gW, p.gb) on the batch xb (n rows), no update."""
+    cdef double loss
+    p.inp[0].ptr[0] = 0
+    _nz(xb, p.sizes[0], 0, n, p.sizes[0], p.inp[0].idx, <xfloat*>p.inp[0].val, p.inp[0].ptr)
+    loss = _loss_and_gradient(p, labels, n, W0, xb)
+    _step_backward(p, n, <floating>0, False, W0, xb)
+    return loss
 
 
 cdef inline void* _data(list keep, a):
@@ -886,12 +936,19 @@ cdef class SGDStep:
     C-contiguous float32 or float64 (float32 with a float32 network); ``lists``:
     ``nonzero_lists(x)``, or None to scan the batch's rows at each step;
     ``sigmoid``: the hidden activation (else ReLU); ``batch_size``: the largest
-    batch ``step`` will be given. Everything a step needs is allocated here.
+    batch ``step`` or ``gradient`` will be given. Everything a step needs is
+    allocated here. For ``gradient`` alone, ``x`` may have no rows: it gives the
+    inputs' dtype.
     """
 
     cdef StepPlan plan
     cdef list keep  # every array the plan points into
     cdef readonly Py_ssize_t batch_size
+    cdef readonly list activations  # (batch_size, width) buffers: the last batch's
+    cdef readonly object probabilities  # hidden activations and softmax output
+    cdef readonly tuple param_arrays  # the W and b arrays updated in place
+    cdef readonly object x_dtype, dtype
+    cdef readonly bint sigmoid
     cdef int net_double, x_double
 
     def __init__(self, list W, list b, x, tuple lists, bint sigmoid, Py_ssize_t batch_size):
@@ -935,10 +992,14 @@ cdef class SGDStep:
         hmax = max(sizes[1:])
         kmax = max(sizes[:-1])
         wt = max([sizes[l] * sizes[l + 1] for l in range(1, L)] or [1])
+        self.activations = []
+        self.param_arrays = tuple(W) + tuple(b)
+        self.x_dtype, self.dtype, self.sigmoid = xdtype, dtype, sigmoid
         for l in range(L):
             p.W[l] = _data(self.keep, W[l])
             p.b[l] = _data(self.keep, b[l])
-            p.act[l] = _data(self.keep, np.empty(n * sizes[l + 1], dtype=dtype))
+            self.activations.append(np.empty((n, sizes[l + 1]), dtype=dtype))
+            p.act[l] = _data(self.keep, self.activations[l])
             # the compaction in _nz may write up to K entries past a list: + K
             p.inp[l].idx = <int32_t*>_data(self.keep, np.empty(n * sizes[l] + sizes[l],
                                                                  dtype=np.int32))
@@ -954,7 +1015,8 @@ cdef class SGDStep:
         p.cptr = <int32_t*>_data(self.keep, np.empty(kmax + 1, dtype=np.int32))
         p.cidx = <int32_t*>_data(self.keep, np.empty(n * kmax + 1, dtype=np.int32))
         p.cval = _data(self.keep, np.empty(n * kmax + 1, dtype=np.float64))  # either dtype
-        p.y = _data(self.keep, np.empty(n * sizes[L], dtype=dtype))
+        self.probabilities = np.empty((n, sizes[L]), dtype=dtype)
+        p.y = _data(self.keep, self.probabilities)
         p.row_loss = _data(self.keep, np.empty(max(n, hmax), dtype=dtype))  # also db
         p.x = _data(self.keep, x)
         p.n_rows = x.shape[0]
@@ -999,4 +1061,48 @@ cdef class SGDStep:
             else:
                 loss = _sgd_step(p, &rows[0], &labels[0], n, lr, <double*>p.W[0],
                                  <const float*>p.x)
+        return loss
+
+    def gradient(self, x, const int64_t[::1] labels, list gW, list gb) -> float:
+        """Loss and gradients of the batch ``x`` (its rows in order) with class
+        indices ``labels``: dW and db are written into the arrays ``gW`` and
+        ``gb`` (shaped as W and b); the parameters are left alone. Returns the
+        mean loss; ``activations`` and ``probabilities`` then hold the batch's
+        forward pass (their first ``len(x)`` rows)."""
+        cdef Py_ssize_t n, i, C = self.plan.sizes[self.plan.n_layers]
+        cdef int l, L = self.plan.n_layers
+        cdef bint bad = False
+        cdef double loss
+        cdef StepPlan* p = &self.plan
+        if (not isinstance(x, np.ndarray) or x.ndim != 2 or x.shape[1] != p.sizes[0]
+                or x.dtype != self.x_dtype or not x.flags.c_contiguous):
+            raise ValueError(f"SGDStep.gradient: x must be a C-contiguous {self.x_dtype} "
+                             f"array of {p.sizes[0]} columns")
+        n = x.shape[0]
+        if not 1 <= n <= self.batch_size or labels.shape[0] != n:
+            raise ValueError(f"SGDStep.gradient: {n} rows and {labels.shape[0]} labels "
+                             f"(need the same number, 1 to {self.batch_size})")
+        if len(gW) != L or len(gb) != L:
+            raise ValueError("SGDStep.gradient: one dW and one db array per layer")
+        for l in range(L):
+            for g, shape in ((gW[l], (p.sizes[l], p.sizes[l + 1])), (gb[l], (p.sizes[l + 1],))):
+                if (not isinstance(g, np.ndarray) or g.dtype != self.dtype or g.shape != shape
+                        or not g.flags.c_contiguous or not g.flags.writeable):
+                    raise ValueError(f"SGDStep.gradient: gradients must be writeable "
+                                     f"C-contiguous {self.dtype} arrays shaped as W and b")
+            p.gW[l] = cnp.PyArray_DATA(gW[l])
+            p.gb[l] = cnp.PyArray_DATA(gb[l])
+        with nogil:
+            for i in range(n):
+                bad = bad or labels[i] < 0 or labels[i] >= C
+        if bad:
+            raise ValueError(f"SGDStep.gradient: labels must be in [0, {C})")
+        cdef const void* xp = cnp.PyArray_DATA(x)
+        with nogil:
+            if not self.net_double:
+                loss = _gradient(p, <const float*>xp, &labels[0], n, <float*>p.W[0])
+            elif self.x_double:
+                loss = _gradient(p, <const double*>xp, &labels[0], n, <double*>p.W[0])
+            else:
+                loss = _gradient(p, <const float*>xp, &labels[0], n, <double*>p.W[0])
         return loss

@@ -307,3 +307,34 @@ def test_sgd_step_refuses_what_would_read_out_of_bounds(rng):
         _core.SGDStep(W, b[:1], x, None, False, 8)
     with pytest.raises(TypeError, match="float32 or float64"):
         _core.SGDStep([w.astype(np.float16) for w in W], b, x, None, False, 8)
+
+
+def test_sgd_step_gradient_refuses_what_would_write_out_of_bounds(rng):
+    from minidl import _core
+
+    x, t = data(rng, n=30, k=12)
+    W = [rng.standard_normal((12, 6)), rng.standard_normal((6, 5))]
+    b = [np.zeros(6), np.zeros(5)]
+    step = _core.SGDStep(W, b, x[:0], None, False, 8)
+    gW, gb = [np.empty_like(w) for w in W], [np.empty_like(c) for c in b]
+    labels = t[:8].astype(np.int64)
+    loss = step.gradient(x[:8], labels, gW, gb)
+    np.random.seed(0)
+    net = TwoLayerNet(12, 6, 5)
+    for i in range(2):
+        net.params[f"W{i + 1}"][...] = W[i]
+    assert loss == pytest.approx(net.loss(x[:8], labels), rel=1e-12)
+    with pytest.raises(ValueError, match="x must be"):
+        step.gradient(x[:8].astype(np.float64), labels, gW, gb)  # not the dtype it was made for
+    with pytest.raises(ValueError, match="x must be"):
+        step.gradient(np.asfortranarray(x[:8]), labels, gW, gb)
+    with pytest.raises(ValueError, match="rows and"):
+        step.gradient(x[:9], t[:9].astype(np.int64), gW, gb)  # more than batch_size
+    with pytest.raises(ValueError, match="labels must be in"):
+        step.gradient(x[:8], labels + 5, gW, gb)
+    with pytest.raises(ValueError, match="gradients must be"):
+        step.gradient(x[:8], labels, [gW[0], gW[1].T.copy()], gb)
+    with pytest.raises(ValueError, match="gradients must be"):
+        step.gradient(x[:8], labels, gW, [gb[0].astype(np.float32), gb[1]])
+    with pytest.raises(ValueError, match="one dW"):
+        step.gradient(x[:8], labels, gW[:1], gb)

@@ -1,0 +1,129 @@
+"""``network.gradient`` in one compiled call, for the book's plain stacks.
+
+``_LayerNet.gradient`` asks ``compiled_gradient`` first. When the network is a
+plain stack of minidl's own layers (Affine, ReLU or sigmoid, softmax with loss,
+no weight decay) on the Cython backend, and the batch is a sparse-enough array
+of hard labels, the forward and backward passes run in ``_core.SGDStep.gradient``:
+the batch's nonzeros are listed once and reused by both passes, and no Python
+runs between layers. Afterwards the layers hold what the layer-by-layer pass
+would have left (inputs, outputs, ``dW``/``db``, the loss and softmax output),
+so ``layer.backward`` and the book's attribute reads work as before. Anything
+else returns None and the book's code runs.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+
+from . import _backend, _core
+from ._checks import labels_as_indices
+from .layers import Affine, Relu, Sigmoid, SoftmaxWithLoss
+
+# Largest batch (entries of x) the compiled pass takes: its buffers hold a
+# nonzero list as long as the whole batch (12 bytes an entry).
+MAX_ENTRIES = 1 << 20
+
+
+def compiled_gradient(net, x, t):
+    """The gradients dict of ``net.gradient(x, t)``, or None when not covered."""
+    if net.weight_decay_lambda or _backend.get_backend() != "cython":
+        return None
+    plan = _plain_stack(net)
+    if plan is None or not isinstance(x, np.ndarray) or x.ndim < 2:
+        return None
+    affines, activations, sigmoid = plan
+    W = [a.W for a in affines]
+    b = [a.b for a in affines]
+    dtype = W[0].dtype
+    n = x.shape[0]
+    width = math.prod(x.shape[1:])
+    if (n < 1 or width != W[0].shape[0] or n * width > MAX_ENTRIES
+            or x.dtype not in (np.float32, dtype) or not x.flags.c_contiguous):
+        return None
+    x2 = x.reshape(n, width)
+    if _core.nonzero_fraction(x2) > _backend.SPARSE_MAX_DENSITY:
+        return None  # dense inputs: BLAS, layer by layer
+    n_classes = W[-1].shape[1]
+    labels, one_hot = _hard_labels(t, n, n_classes)
+    if labels is None:
+        return None
+
+    step = getattr(net, "_compiled_step", None)
+    if (step is None or step.batch_size < n or step.x_dtype != x.dtype
+            or step.sigmoid != sigmoid
+            or any(p is not q for p, q in zip(step.param_arrays, (*W, *b)))):
+        step = _core.SGDStep(W, b, np.empty((0, width), dtype=x.dtype), None, sigmoid,
+                             max(n, 100))
+        net._compiled_step = step
+    gW = [np.empty_like(w) for w in W]
+    gb = [np.empty_like(c) for c in b]
+    loss = step.gradient(x2, labels, gW, gb)
+
+    # leave the layers as the layer-by-layer pass would
+    inputs = [x2] + [a[:n].copy() for a in step.activations[:-1]]
+    for i, layer in enumerate(affines):
+        layer.x = inputs[i]
+        layer.original_x_shape = x.shape if i == 0 else inputs[i].shape
+        layer._dtype = dtype
+        layer._state.clear()
+        layer.dW, layer.db = gW[i], gb[i]
+    for layer, out in zip(activations, inputs[1:]):
+        layer.out = out
+    last = net.lastLayer
+    last.loss = dtype.type(loss)
+    last.y = step.probabilities[:n].copy()
+    last.t = t.reshape(n, n_classes) if one_hot else t
+    last.labels = labels
+    last.one_hot = one_hot
+
+    grads = {}
+    for i in range(len(affines)):
+        grads[f"W{i + 1}"] = gW[i]
+        grads[f"b{i + 1}"] = gb[i]
+    return grads
+
+
+def _plain_stack(net):
+    """(affine layers, activation layers, sigmoid?) of a plain stack, else None."""
+    layers = list(net.layers.values())
+    if len(layers) % 2 != 1 or len(layers) // 2 + 1 > _core.MAX_LAYERS:
+        return None
+    if type(net.lastLayer) is not SoftmaxWithLoss:
+        return None
+    affines, activations = layers[0::2], layers[1::2]
+    if any(type(a) is not Affine for a in affines):
+        return None
+    kinds = {type(a) for a in activations}
+    if not kinds <= {Relu, Sigmoid} or len(kinds) > 1:
+        return None
+    dtype = affines[0].W.dtype
+    if dtype not in (np.float32, np.float64):
+        return None
+    for a in affines:
+        for p in (a.W, a.b):
+            if (not isinstance(p, np.ndarray) or p.dtype != dtype or not p.flags.c_contiguous
+                    or not p.flags.writeable):
+                return None
+        if a.W.ndim != 2 or a.b.shape != (a.W.shape[1],):
+            return None
+    if any(a.W.shape[1] != c.W.shape[0] for a, c in itertools.pairwise(affines)):
+        return None
+    return affines, activations, Sigmoid in kinds
+
+
+def _hard_labels(t, n, n_classes):
+    """(int64 class indices, one-hot?) for class indices or exact one-hot rows,
+    as SoftmaxWithLoss reads them; (None, False) for anything else (soft labels),
+    which the layers handle. Bad labels raise the layers' errors."""
+    t = np.asarray(t)
+    if t.size == n * n_classes and n_classes > 1:  # SoftmaxWithLoss's one-hot rule
+        if t.dtype.kind not in "biuf":
+            return None, False
+        rows = t.reshape(n, n_classes)
+        if not (np.all((rows == 0) | (rows == 1)) and np.all(rows.sum(axis=1) == 1)):
+            return None, False
+        return rows.argmax(axis=1).astype(np.int64), True
+    return np.ascontiguousarray(labels_as_indices(t, n, n_classes)), False

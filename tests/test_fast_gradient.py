@@ -1,0 +1,140 @@
+"""network.gradient's compiled pass (minidl._fast_gradient) against the book's layer code.
+
+Same network, same batch: the gradients agree to rounding, and the layers are
+left exactly as the layer-by-layer pass leaves them (so that the book's
+``layer.backward`` calls and attribute reads still work). What the compiled pass
+does not cover falls back to the layer code.
+"""
+
+import numpy as np
+import pytest
+
+from minidl import _fast_gradient
+from minidl.layers import Relu
+from minidl.networks import MultiLayerNet, ThreeLayerNet, TwoLayerNet
+
+
+def sparse_batch(rng, n=30, k=64, density=0.2, dtype=np.float32):
+    x = rng.random((n, k))
+    x[rng.random((n, k)) >= density] = 0
+    return x.astype(dtype), rng.integers(0, 6, n)
+
+
+def pair(make):
+    np.random.seed(3)
+    a = make()
+    np.random.seed(3)
+    return a, make()
+
+
+def layer_path(net, x, t, monkeypatch):
+    with monkeypatch.context() as m:
+        m.setattr("minidl.networks.compiled_gradient", lambda *args: None)
+        return net.gradient(x, t)
+
+
+def tol(dtype):
+    return {"rtol": 2e-5, "atol": 1e-6} if dtype == np.float32 else {"rtol": 1e-11,
+                                                                       "atol": 1e-13}
+
+
+NETS = {
+    "two": lambda dt: TwoLayerNet(64, 20, 6, dtype=dt, weight_init_std=0.3),
+    "sigmoid": lambda dt: TwoLayerNet(64, 20, 6, activation="sigmoid", dtype=dt),
+    "three": lambda dt: ThreeLayerNet(64, 30, 20, 6, dtype=dt, weight_init_std=0.3),
+    "multi": lambda dt: MultiLayerNet(64, [17, 9, 7], 6, weight_init_std="he", dtype=dt),
+}
+
+
+@pytest.mark.parametrize("name", sorted(NETS))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("labels", ["indices", "one-hot"])
+def test_compiled_gradient_leaves_the_layers_as_the_book_code(name, dtype, labels, rng,
+                                                              monkeypatch):
+    x, t = sparse_batch(rng)
+    if labels == "one-hot":
+        t = np.eye(6)[t]
+    a, b = pair(lambda: NETS[name](dtype))
+    assert _fast_gradient.compiled_gradient(b, x, t) is not None  # it is covered
+    ref = layer_path(a, x, t, monkeypatch)
+    got = b.gradient(x, t)
+    assert sorted(got) == sorted(ref)
+    for key in ref:
+        assert got[key].dtype == ref[key].dtype == dtype
+        np.testing.assert_allclose(got[key], ref[key], **tol(dtype), err_msg=key)
+    for (name_a, la), (name_b, lb) in zip(a.layers.items(), b.layers.items()):
+        assert name_a == name_b
+        for attr in ("x", "out", "dW", "db"):
+            if hasattr(la, attr) and getattr(la, attr) is not None:
+                va, vb = getattr(la, attr), getattr(lb, attr)
+                assert va.shape == vb.shape and va.dtype == vb.dtype, (name_a, attr)
+                np.testing.assert_allclose(vb, va, **tol(dtype), err_msg=f"{name_a}.{attr}")
+        if hasattr(la, "original_x_shape"):
+            assert la.original_x_shape == lb.original_x_shape
+    la, lb = a.lastLayer, b.lastLayer
+    assert lb.loss == pytest.approx(la.loss, rel=1e-6 if dtype == np.float32 else 1e-12)
+    np.testing.assert_allclose(lb.y, la.y, **tol(dtype))
+    assert np.array_equal(lb.t, la.t) and np.array_equal(lb.labels, la.labels)
+    assert lb.one_hot == la.one_hot
+    # the book's manual backward pass runs from the state the compiled pass left
+    dout = lb.backward(1)
+    for layer in reversed(list(b.layers.values())):
+        dout = layer.backward(dout)
+    assert dout.shape == x.shape
+    for i in range(1, b.n_affine + 1):
+        np.testing.assert_allclose(b.layers[f"Affine{i}"].dW, ref[f"W{i}"], **tol(dtype))
+
+
+def test_tensor_batches_and_growing_batch_sizes(rng, monkeypatch):
+    a, b = pair(lambda: TwoLayerNet(64, 20, 6))
+    for n in (10, 150, 7):  # the compiled buffers grow, then serve a smaller batch
+        x, t = sparse_batch(rng, n=n)
+        x4 = x.reshape(n, 1, 8, 8)
+        ref = layer_path(a, x4, t, monkeypatch)
+        got = b.gradient(x4, t)
+        for key in ref:
+            np.testing.assert_allclose(got[key], ref[key], rtol=1e-11, atol=1e-13)
+        assert b.layers["Affine1"].original_x_shape == (n, 1, 8, 8)
+
+
+def test_new_parameter_arrays_are_picked_up(rng, monkeypatch):
+    a, b = pair(lambda: TwoLayerNet(64, 20, 6))
+    x, t = sparse_batch(rng)
+    b.gradient(x, t)
+    for net in (a, b):  # swap in new arrays, as a student loading weights might
+        net.layers["Affine1"].W = net.params["W1"] = net.params["W1"] * 2
+    ref = layer_path(a, x, t, monkeypatch)
+    got = b.gradient(x, t)
+    np.testing.assert_allclose(got["W1"], ref["W1"], rtol=1e-11, atol=1e-13)
+
+
+def test_what_it_does_not_cover_runs_the_layer_code(rng):
+    x, t = sparse_batch(rng)
+    net = TwoLayerNet(64, 20, 6)
+    covered = _fast_gradient.compiled_gradient
+    assert covered(net, x, t) is not None
+    assert covered(net, x, np.full((30, 6), 1 / 6)) is None  # soft labels
+    assert covered(net, np.ones((30, 64), np.float32), t) is None  # dense: BLAS
+    assert covered(net, np.asfortranarray(x), t) is None
+    assert covered(TwoLayerNet(64, 20, 6, dtype=np.float32), x.astype(np.float64), t) is None
+    assert covered(MultiLayerNet(64, [20], 6, weight_decay_lambda=0.1), x, t) is None
+
+    class MyRelu(Relu):
+        pass
+
+    custom = TwoLayerNet(64, 20, 6)
+    custom.layers["Relu1"] = MyRelu()
+    assert covered(custom, x, t) is None
+    grads = custom.gradient(x, t)  # and the layer code gives the gradient
+    assert grads["W1"].shape == (64, 20)
+
+
+def test_bad_labels_get_the_layers_errors(rng):
+    x, t = sparse_batch(rng)
+    net = TwoLayerNet(64, 20, 6)
+    with pytest.raises(ValueError, match="out of range"):
+        net.gradient(x, t + 6)
+    with pytest.raises(ValueError, match="shape"):
+        net.gradient(x, t[:5])
+    with pytest.raises(TypeError, match="integer"):
+        net.gradient(x, t.astype(np.float64))
