@@ -55,6 +55,22 @@ def _flat(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a).reshape(-1)
 
 
+def _nonzero_lists_kept(x, state):
+    """``x``'s nonzero lists, in buffers that ``state`` keeps from batch to batch
+    (a fresh ~1 MB array per batch would cost its page faults every time)."""
+    n, k = x.shape
+    need = n * k + k
+    idx, val, ptr = state.get("buffers", (None, None, None))
+    if idx is None or len(idx) < need or val.dtype != x.dtype:
+        idx = np.empty(need, dtype=np.int32)
+        val = np.empty(need, dtype=x.dtype)
+    if ptr is None or len(ptr) != n + 1:
+        ptr = np.empty(n + 1, dtype=np.int64)
+    state["buffers"] = (idx, val, ptr)
+    total = _core.nonzero_lists_into(x, idx, val, ptr)
+    return idx[:total], val[:total], ptr
+
+
 class CythonOps(NumpyOps):
     name = "cython"
 
@@ -92,15 +108,15 @@ class CythonOps(NumpyOps):
         """x (N, D) @ W (D, M) + b; x may be float32 with float64 W (computed in float64).
 
         ``state``: a dict the calling layer keeps; a batch's nonzero lists are left
-        in it for ``affine_backward`` of the same ``x``.
+        in it for ``affine_backward`` of the same ``x`` (in buffers kept there too).
         """
         if state is not None:
-            state.clear()
+            state.pop("lists", None)
         if self._sparse_inputs(x, W):
             out = np.empty((x.shape[0], W.shape[1]), dtype=W.dtype)
             lists = None
             if state is not None and x.size <= KEEP_LISTS_MAX:  # a batch, not an evaluation
-                lists = _core.nonzero_lists(x)
+                lists = _nonzero_lists_kept(x, state)
                 state["lists"] = (x, lists)
             _core.sparse_affine_forward(x, None, W, np.ascontiguousarray(b), out, NUM_THREADS,
                                         lists)

@@ -500,6 +500,28 @@ cdef enum:
     SCAN_BLOCK = 32  # rows scanned for nonzeros at a time when no lists are given
 
 
+def nonzero_lists_into(
+    const xfloat[:, ::1] x,      # IN (n, K)
+    int32_t[::1] idx,            # OUT at least n * K + K entries
+    xfloat[::1] val,             # OUT as many
+    int64_t[::1] ptr,            # OUT n + 1
+) -> int:
+    """``nonzero_lists(x)`` written into the caller's buffers (reused across
+    batches); returns the number of nonzeros: the lists are ``idx[:total]``,
+    ``val[:total]`` and ``ptr``."""
+    cdef Py_ssize_t n = x.shape[0], K = x.shape[1]
+    if idx.shape[0] < n * K + K or val.shape[0] < n * K + K or ptr.shape[0] != n + 1:
+        raise ValueError(f"nonzero_lists_into: buffers of {n * K + K} entries and {n + 1} "
+                         f"offsets needed, got {idx.shape[0]}, {val.shape[0]}, {ptr.shape[0]}")
+    ptr[0] = 0
+    if n and K:
+        with nogil:
+            _nz(&x[0, 0], K, 0, n, K, &idx[0], &val[0], &ptr[0])
+    else:
+        ptr[:] = 0
+    return ptr[n]
+
+
 def nonzero_lists(const xfloat[:, ::1] x):
     """The nonzeros of every row of ``x``, as CSR lists.
 

@@ -68,7 +68,7 @@ def compiled_gradient(net, x, t):
         layer.x = inputs[i]
         layer.original_x_shape = x.shape if i == 0 else inputs[i].shape
         layer._dtype = dtype
-        layer._state.clear()
+        layer._state.pop("lists", None)
         layer.dW, layer.db = gW[i], gb[i]
     for layer, out in zip(activations, inputs[1:]):
         layer.out = out

@@ -300,3 +300,21 @@ def test_affine_backward_reuses_the_forward_lists_only_for_the_same_input(n, rng
     # a later forward on a large input drops them
     ops.affine_forward(sparse_x(rng, 400, 784, 0.2, np.float32), W, b, state)
     assert "lists" not in state
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_nonzero_lists_into_reused_buffers(dtype, rng):
+    idx, val = np.empty(0, np.int32), np.empty(0, dtype)
+    for n, k in ((5, 9), (3, 9), (0, 9), (4, 0)):
+        x = sparse_x(rng, n, k, 0.4, dtype)
+        if k:  # one entry short
+            with pytest.raises(ValueError, match="buffers"):
+                _core.nonzero_lists_into(x, np.empty(n * k + k - 1, np.int32), val,
+                                         np.empty(n + 1, np.int64))
+        idx, val = np.full(n * k + k, -1, np.int32), np.full(n * k + k, np.nan, dtype)
+        ptr = np.full(n + 1, -1, np.int64)
+        total = _core.nonzero_lists_into(x, idx, val, ptr)
+        ref = _core.nonzero_lists(x)
+        assert total == len(ref[0])
+        assert np.array_equal(idx[:total], ref[0]) and np.array_equal(val[:total], ref[1])
+        assert np.array_equal(ptr, ref[2])
