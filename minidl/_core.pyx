@@ -935,13 +935,15 @@ cdef double _sgd_step(StepPlan* p, const int64_t* rows, const int64_t* labels, P
 
 
 cdef double _gradient(StepPlan* p, const xfloat* xb, const int64_t* labels, Py_ssize_t n,
-                      floating* W0) noexcept nogil:
-    """Loss and gradients (into p.gW, p.gb) on the batch xb (n rows), no update."""
+                      floating* W0, bint backward) noexcept nogil:
+    """Loss and, with ``backward``, the gradients (into p.gW, p.gb) on the batch xb
+    (n rows); no update."""
     cdef double loss
     p.inp[0].ptr[0] = 0
     _nz(xb, p.sizes[0], 0, n, p.sizes[0], p.inp[0].idx, <xfloat*>p.inp[0].val, p.inp[0].ptr)
     loss = _loss_and_gradient(p, labels, n, W0, xb)
-    _step_backward(p, n, <floating>0, False, W0, xb)
+    if backward:
+        _step_backward(p, n, <floating>0, False, W0, xb)
     return loss
 
 
@@ -1085,12 +1087,13 @@ cdef class SGDStep:
                                  <const float*>p.x)
         return loss
 
-    def gradient(self, x, const int64_t[::1] labels, list gW, list gb) -> float:
+    def gradient(self, x, const int64_t[::1] labels, list gW=None, list gb=None) -> float:
         """Loss and gradients of the batch ``x`` (its rows in order) with class
         indices ``labels``: dW and db are written into the arrays ``gW`` and
         ``gb`` (shaped as W and b); the parameters are left alone. Returns the
         mean loss; ``activations`` and ``probabilities`` then hold the batch's
-        forward pass (their first ``len(x)`` rows)."""
+        forward pass (their first ``len(x)`` rows). ``gW = gb = None``: the loss
+        and forward pass only."""
         cdef Py_ssize_t n, i, C = self.plan.sizes[self.plan.n_layers]
         cdef int l, L = self.plan.n_layers
         cdef bint bad = False
@@ -1104,9 +1107,10 @@ cdef class SGDStep:
         if not 1 <= n <= self.batch_size or labels.shape[0] != n:
             raise ValueError(f"SGDStep.gradient: {n} rows and {labels.shape[0]} labels "
                              f"(need the same number, 1 to {self.batch_size})")
-        if len(gW) != L or len(gb) != L:
+        cdef bint backward = gW is not None or gb is not None
+        if backward and (gW is None or gb is None or len(gW) != L or len(gb) != L):
             raise ValueError("SGDStep.gradient: one dW and one db array per layer")
-        for l in range(L):
+        for l in range(L if backward else 0):
             for g, shape in ((gW[l], (p.sizes[l], p.sizes[l + 1])), (gb[l], (p.sizes[l + 1],))):
                 if (not isinstance(g, np.ndarray) or g.dtype != self.dtype or g.shape != shape
                         or not g.flags.c_contiguous or not g.flags.writeable):
@@ -1122,9 +1126,11 @@ cdef class SGDStep:
         cdef const void* xp = cnp.PyArray_DATA(x)
         with nogil:
             if not self.net_double:
-                loss = _gradient(p, <const float*>xp, &labels[0], n, <float*>p.W[0])
+                loss = _gradient(p, <const float*>xp, &labels[0], n, <float*>p.W[0], backward)
             elif self.x_double:
-                loss = _gradient(p, <const double*>xp, &labels[0], n, <double*>p.W[0])
+                loss = _gradient(p, <const double*>xp, &labels[0], n, <double*>p.W[0],
+                                 backward)
             else:
-                loss = _gradient(p, <const float*>xp, &labels[0], n, <double*>p.W[0])
+                loss = _gradient(p, <const float*>xp, &labels[0], n, <double*>p.W[0],
+                                 backward)
         return loss

@@ -1,6 +1,7 @@
-"""``network.gradient`` in one compiled call, for the book's plain stacks.
+"""``network.gradient`` and ``network.loss`` in one compiled call, for the book's stacks.
 
-``_LayerNet.gradient`` asks ``compiled_gradient`` first. When the network is a
+``_LayerNet.gradient`` asks ``compiled_gradient`` first, ``_LayerNet.loss``
+asks ``compiled_loss``. When the network is a
 plain stack of minidl's own layers (Affine, ReLU or sigmoid, softmax with loss,
 no weight decay) on the Cython backend, and the batch is a sparse-enough array
 of hard labels, the forward and backward passes run in ``_core.SGDStep.gradient``:
@@ -29,6 +30,34 @@ MAX_ENTRIES = 1 << 20
 
 def compiled_gradient(net, x, t):
     """The gradients dict of ``net.gradient(x, t)``, or None when not covered."""
+    run = _prepare(net, x, t)
+    if run is None:
+        return None
+    step, x2, labels, affines = run[0], run[1], run[2], run[4]
+    gW = [np.empty_like(a.W) for a in affines]
+    gb = [np.empty_like(a.b) for a in affines]
+    loss = step.gradient(x2, labels, gW, gb)
+    _leave_layers(net, x, t, loss, run)
+    grads = {}
+    for i, layer in enumerate(affines):
+        layer.dW, layer.db = gW[i], gb[i]
+        grads[f"W{i + 1}"] = gW[i]
+        grads[f"b{i + 1}"] = gb[i]
+    return grads
+
+
+def compiled_loss(net, x, t):
+    """``net.loss(x, t)`` (forward only), or None when not covered."""
+    run = _prepare(net, x, t)
+    if run is None:
+        return None
+    step, x2, labels = run[:3]
+    loss = step.gradient(x2, labels)
+    return _leave_layers(net, x, t, loss, run)
+
+
+def _prepare(net, x, t):
+    """(step, x as 2-D, labels, one-hot?, affines, activations) or None."""
     if net.weight_decay_lambda or _backend.get_backend() != "cython":
         return None
     plan = _plain_stack(net)
@@ -37,20 +66,17 @@ def compiled_gradient(net, x, t):
     affines, activations, sigmoid = plan
     W = [a.W for a in affines]
     b = [a.b for a in affines]
-    dtype = W[0].dtype
     n = x.shape[0]
     width = math.prod(x.shape[1:])
     if (n < 1 or width != W[0].shape[0] or n * width > MAX_ENTRIES
-            or x.dtype not in (np.float32, dtype) or not x.flags.c_contiguous):
+            or x.dtype not in (np.float32, W[0].dtype) or not x.flags.c_contiguous):
         return None
     x2 = x.reshape(n, width)
     if _core.nonzero_fraction(x2) > _backend.SPARSE_MAX_DENSITY:
         return None  # dense inputs: BLAS, layer by layer
-    n_classes = W[-1].shape[1]
-    labels, one_hot = _hard_labels(t, n, n_classes)
+    labels, one_hot = _hard_labels(t, n, W[-1].shape[1])
     if labels is None:
         return None
-
     step = getattr(net, "_compiled_step", None)
     if (step is None or step.batch_size < n or step.x_dtype != x.dtype
             or step.sigmoid != sigmoid
@@ -58,32 +84,28 @@ def compiled_gradient(net, x, t):
         step = _core.SGDStep(W, b, np.empty((0, width), dtype=x.dtype), None, sigmoid,
                              max(n, 100))
         net._compiled_step = step
-    gW = [np.empty_like(w) for w in W]
-    gb = [np.empty_like(c) for c in b]
-    loss = step.gradient(x2, labels, gW, gb)
+    return step, x2, labels, one_hot, affines, activations
 
-    # leave the layers as the layer-by-layer pass would
+
+def _leave_layers(net, x, t, loss, run):
+    """Set the layers' forward state as the layer-by-layer pass does; returns the loss."""
+    step, x2, labels, one_hot, affines, activations = run
+    n, dtype = len(x2), affines[0].W.dtype
     inputs = [x2] + [a[:n].copy() for a in step.activations[:-1]]
     for i, layer in enumerate(affines):
         layer.x = inputs[i]
         layer.original_x_shape = x.shape if i == 0 else inputs[i].shape
         layer._dtype = dtype
         layer._state.pop("lists", None)
-        layer.dW, layer.db = gW[i], gb[i]
     for layer, out in zip(activations, inputs[1:]):
         layer.out = out
     last = net.lastLayer
     last.loss = dtype.type(loss)
     last.y = step.probabilities[:n].copy()
-    last.t = t.reshape(n, n_classes) if one_hot else t
+    last.t = t.reshape(n, -1) if one_hot else t
     last.labels = labels
     last.one_hot = one_hot
-
-    grads = {}
-    for i in range(len(affines)):
-        grads[f"W{i + 1}"] = gW[i]
-        grads[f"b{i + 1}"] = gb[i]
-    return grads
+    return last.loss
 
 
 def _plain_stack(net):

@@ -18,7 +18,7 @@ import numpy as np
 
 from ._atomic import atomic_write
 from ._checks import FLOAT_DTYPES
-from ._fast_gradient import compiled_gradient
+from ._fast_gradient import compiled_gradient, compiled_loss
 from .gradient import numerical_gradient
 from .layers import Affine, Relu, Sigmoid, SoftmaxWithLoss
 from .numgrad import numerical_gradient_of, use_fast_path
@@ -84,6 +84,10 @@ class _LayerNet:
 
     # x: input data, t: labels
     def loss(self, x, t):
+        if not self.weight_decay_lambda:  # one compiled forward pass when it can
+            loss = compiled_loss(self, x, t)
+            if loss is not None:
+                return loss
         y = self.predict(x)
         loss = self.lastLayer.forward(y, t)
         if self.weight_decay_lambda:

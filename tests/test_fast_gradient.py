@@ -138,3 +138,29 @@ def test_bad_labels_get_the_layers_errors(rng):
         net.gradient(x, t[:5])
     with pytest.raises(TypeError, match="integer"):
         net.gradient(x, t.astype(np.float64))
+
+
+@pytest.mark.parametrize("name", sorted(NETS))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_compiled_loss_equals_the_layers_and_leaves_their_state(name, dtype, rng, monkeypatch):
+    x, t = sparse_batch(rng)
+    a, b = pair(lambda: NETS[name](dtype))
+    assert _fast_gradient.compiled_loss(b, x, t) is not None
+    with monkeypatch.context() as m:
+        m.setattr("minidl.networks.compiled_loss", lambda *args: None)
+        ref = a.loss(x, t)
+    got = b.loss(x, t)
+    assert type(got) is type(ref)
+    assert got == pytest.approx(ref, rel=1e-6 if dtype == np.float32 else 1e-12)
+    for (name_a, la), lb in zip(a.layers.items(), b.layers.values()):
+        for attr in ("x", "out"):
+            if getattr(la, attr, None) is not None:
+                np.testing.assert_allclose(getattr(lb, attr), getattr(la, attr), **tol(dtype),
+                                           err_msg=f"{name_a}.{attr}")
+    np.testing.assert_allclose(b.lastLayer.y, a.lastLayer.y, **tol(dtype))
+    # then the book's backward pass from that state gives the gradient
+    dout = b.lastLayer.backward(1)
+    for layer in reversed(list(b.layers.values())):
+        dout = layer.backward(dout)
+    grads = a.gradient(x, t)
+    np.testing.assert_allclose(b.layers["Affine1"].dW, grads["W1"], **tol(dtype))
