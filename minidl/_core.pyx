@@ -744,6 +744,7 @@ cdef struct Lists:  # nonzero lists (CSR) of one layer's input for a batch
 
 cdef struct StepPlan:
     int n_layers
+    Py_ssize_t n_max  # the most rows a buffer holds
     int sigmoid
     Py_ssize_t sizes[MAX_LAYERS_ + 1]
     void* W[MAX_LAYERS_]  # the network's parameters, updated in place
@@ -947,6 +948,64 @@ cdef double _gradient(StepPlan* p, const xfloat* xb, const int64_t* labels, Py_s
     return loss
 
 
+cdef Py_ssize_t _count_correct(StepPlan* p, const xfloat* x, Py_ssize_t M,
+                               const int32_t* li, const xfloat* lv, const int64_t* lp,
+                               const int64_t* labels, floating* W0) noexcept nogil:
+    """How many rows of x (M of them) score highest on their label, n_max rows at a
+    time; the first layer's lists are copied from (li, lv, lp) or scanned from x.
+    The highest score is np.argmax's: the first maximum, or the first NaN."""
+    cdef Py_ssize_t s, n, i, j, best, correct = 0, K = p.sizes[0], C = p.sizes[p.n_layers]
+    cdef Lists* inp = &p.inp[0]
+    cdef const floating* scores
+    cdef floating v, top
+    cdef int64_t base
+    s = 0
+    while s < M:
+        n = min(p.n_max, M - s)
+        inp.ptr[0] = 0
+        if li == NULL:
+            _nz(x + s * K, K, 0, n, K, inp.idx, <xfloat*>inp.val, inp.ptr)
+        else:
+            base = lp[s]
+            memcpy(inp.idx, li + base, (lp[s + n] - base) * sizeof(int32_t))
+            memcpy(inp.val, lv + base, (lp[s + n] - base) * sizeof(xfloat))
+            for i in range(n + 1):
+                inp.ptr[i] = lp[s + i] - base
+        _step_forward(p, n, <const floating*>W0, x)
+        scores = <const floating*>p.act[p.n_layers - 1]
+        for i in range(n):
+            best = 0
+            top = scores[i * C]
+            if top == top:  # not NaN
+                for j in range(1, C):
+                    v = scores[i * C + j]
+                    if v != v:
+                        best = j
+                        break
+                    if v > top:
+                        top = v
+                        best = j
+            correct += best == labels[s + i]
+        s += n
+    return correct
+
+
+def _check_lists(what, lists, Py_ssize_t rows, Py_ssize_t K, dtype):
+    """Refuse anything but nonzero lists of a (rows, K) array: the kernels index W
+    and size their buffers by them, unchecked."""
+    li, lv, lp = lists
+    if (not all(isinstance(a, np.ndarray) and a.ndim == 1 and a.flags.c_contiguous
+                for a in (li, lv, lp))
+            or li.dtype != np.int32 or lv.dtype != dtype or lp.dtype != np.int64
+            or lp.shape[0] != rows + 1 or li.shape != lv.shape or lp[0] != 0
+            or lp[rows] != li.shape[0]):
+        raise ValueError(f"{what}: lists must be nonzero_lists(x)")
+    counts = np.diff(lp)
+    if (len(counts) and (counts.min() < 0 or counts.max() > K)) or (
+            len(li) and (li.min() < 0 or li.max() >= K)):
+        raise ValueError(f"{what}: lists must be nonzero_lists(x)")
+
+
 cdef inline void* _data(list keep, a):
     keep.append(a)
     return cnp.PyArray_DATA(a)
@@ -972,6 +1031,7 @@ cdef class SGDStep:
     cdef readonly object probabilities  # hidden activations and softmax output
     cdef readonly tuple param_arrays  # the W and b arrays updated in place
     cdef readonly object x_dtype, dtype
+    cdef object checked_lists  # the dataset's lists (their idx array), checked in __init__
     cdef readonly bint sigmoid
     cdef int net_double, x_double
 
@@ -1009,12 +1069,13 @@ cdef class SGDStep:
         self.x_double = xdtype == np.float64
         p = &self.plan
         p.n_layers = L
+        p.n_max = batch_size
         p.sigmoid = sigmoid
         for l in range(L + 1):
             p.sizes[l] = sizes[l]
         n = batch_size
         hmax = max(sizes[1:])
-        kmax = max(sizes[:-1])
+        kmax = max(sizes[:L])
         wt = max([sizes[l] * sizes[l + 1] for l in range(1, L)] or [1])
         self.activations = []
         self.param_arrays = tuple(W) + tuple(b)
@@ -1046,13 +1107,9 @@ cdef class SGDStep:
         p.n_rows = x.shape[0]
         p.d_idx, p.d_val, p.d_ptr = NULL, NULL, NULL
         if lists is not None:
+            _check_lists("SGDStep", lists, x.shape[0], sizes[0], xdtype)
             li, lv, lp = lists
-            if (li.dtype != np.int32 or lv.dtype != xdtype or lp.dtype != np.int64
-                    or lp.shape != (x.shape[0] + 1,) or li.shape != lv.shape
-                    or lp[-1] > li.shape[0] or not (li.flags.c_contiguous
-                                                    and lv.flags.c_contiguous
-                                                    and lp.flags.c_contiguous)):
-                raise ValueError("SGDStep: lists must be nonzero_lists(x)")
+            self.checked_lists = li
             if li.shape[0] == 0:  # no nonzeros at all: valid pointers to nothing
                 li, lv = np.zeros(1, dtype=np.int32), np.zeros(1, dtype=xdtype)
             p.d_idx = <const int32_t*>_data(self.keep, li)
@@ -1134,3 +1191,43 @@ cdef class SGDStep:
                 loss = _gradient(p, <const float*>xp, &labels[0], n, <double*>p.W[0],
                                  backward)
         return loss
+
+    def count_correct(self, x, const int64_t[::1] labels, tuple lists=None) -> int:
+        """How many rows of ``x`` (C-contiguous, the inputs' dtype) have their
+        highest score (``np.argmax``'s) at ``labels``; ``lists``: ``nonzero_lists(x)``
+        or None to scan the rows. The parameters are left alone."""
+        cdef StepPlan* p = &self.plan
+        cdef Py_ssize_t M, correct
+        cdef const int32_t* li = NULL
+        cdef const void* lv = NULL
+        cdef const int64_t* lp = NULL
+        if (not isinstance(x, np.ndarray) or x.ndim != 2 or x.shape[1] != p.sizes[0]
+                or x.dtype != self.x_dtype or not x.flags.c_contiguous):
+            raise ValueError(f"SGDStep.count_correct: x must be a C-contiguous {self.x_dtype} "
+                             f"array of {p.sizes[0]} columns")
+        M = x.shape[0]
+        if labels.shape[0] != M:
+            raise ValueError(f"SGDStep.count_correct: {M} rows and {labels.shape[0]} labels")
+        if M == 0:
+            return 0
+        if lists is not None:
+            if lists[0] is not self.checked_lists:  # the dataset's were checked once
+                _check_lists("SGDStep.count_correct", lists, M, p.sizes[0], self.x_dtype)
+            li_a, lv_a, lp_a = lists
+            if li_a.shape[0] == 0:
+                li_a, lv_a = np.zeros(1, dtype=np.int32), np.zeros(1, dtype=self.x_dtype)
+            li = <const int32_t*>cnp.PyArray_DATA(li_a)
+            lv = cnp.PyArray_DATA(lv_a)
+            lp = <const int64_t*>cnp.PyArray_DATA(lp_a)
+        cdef const void* xp = cnp.PyArray_DATA(x)
+        with nogil:
+            if not self.net_double:
+                correct = _count_correct(p, <const float*>xp, M, li, <const float*>lv, lp,
+                                         &labels[0], <float*>p.W[0])
+            elif self.x_double:
+                correct = _count_correct(p, <const double*>xp, M, li, <const double*>lv, lp,
+                                         &labels[0], <double*>p.W[0])
+            else:
+                correct = _count_correct(p, <const float*>xp, M, li, <const float*>lv, lp,
+                                         &labels[0], <double*>p.W[0])
+        return correct

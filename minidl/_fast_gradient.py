@@ -1,7 +1,7 @@
 """``network.gradient`` and ``network.loss`` in one compiled call, for the book's stacks.
 
 ``_LayerNet.gradient`` asks ``compiled_gradient`` first, ``_LayerNet.loss``
-asks ``compiled_loss``. When the network is a
+asks ``compiled_loss`` and ``_LayerNet.accuracy`` ``compiled_accuracy``. When the network is a
 plain stack of minidl's own layers (Affine, ReLU or sigmoid, softmax with loss,
 no weight decay) on the Cython backend, and the batch is a sparse-enough array
 of hard labels, the forward and backward passes run in ``_core.SGDStep.gradient``:
@@ -77,14 +77,48 @@ def _prepare(net, x, t):
     labels, one_hot = _hard_labels(t, n, W[-1].shape[1])
     if labels is None:
         return None
+    step = _step_for(net, W, b, sigmoid, x.dtype, n)
+    return step, x2, labels, one_hot, affines, activations
+
+
+def compiled_accuracy(net, x, t):
+    """``net.accuracy(x, t)``, counted in compiled chunks, or None when not covered.
+
+    The parameters and the layers are left alone (only the result is computed).
+    """
+    if _backend.get_backend() != "cython" or not isinstance(x, np.ndarray) or x.ndim < 2:
+        return None
+    plan = _plain_stack(net)
+    if plan is None:
+        return None
+    affines, _activations, sigmoid = plan
+    W = [a.W for a in affines]
+    n, width = x.shape[0], math.prod(x.shape[1:])
+    if (n < 1 or width != W[0].shape[0] or x.dtype not in (np.float32, W[0].dtype)
+            or not x.flags.c_contiguous):
+        return None
+    x2 = x.reshape(n, width)
+    if _core.nonzero_fraction(x2) > _backend.SPARSE_MAX_DENSITY:
+        return None
+    t = np.asarray(t)
+    if t.ndim != 1:
+        t = np.argmax(t, axis=1)  # as the book's accuracy
+    if t.shape != (n,) or t.dtype.kind not in "iu":
+        return None
+    step = _step_for(net, W, [a.b for a in affines], sigmoid, x.dtype, 1)
+    return step.count_correct(x2, np.ascontiguousarray(t, dtype=np.int64)) / float(n)
+
+
+def _step_for(net, W, b, sigmoid, x_dtype, n):
+    """The network's compiled step for inputs of ``x_dtype``, batches up to ``n``."""
     step = getattr(net, "_compiled_step", None)
-    if (step is None or step.batch_size < n or step.x_dtype != x.dtype
+    if (step is None or step.batch_size < n or step.x_dtype != x_dtype
             or step.sigmoid != sigmoid
             or any(p is not q for p, q in zip(step.param_arrays, (*W, *b)))):
-        step = _core.SGDStep(W, b, np.empty((0, width), dtype=x.dtype), None, sigmoid,
+        step = _core.SGDStep(W, b, np.empty((0, W[0].shape[0]), dtype=x_dtype), None, sigmoid,
                              max(n, 100))
         net._compiled_step = step
-    return step, x2, labels, one_hot, affines, activations
+    return step
 
 
 def _leave_layers(net, x, t, loss, run):

@@ -306,11 +306,15 @@ class Trainer:
         rows = np.ascontiguousarray(rows, dtype=np.int64)
         n = len(rows)
         labels = self.labels[rows]
-        if not self.dense_input and n > 0 and self.n_affine <= _core.MAX_LAYERS:
+        if self._covered(n):
             if self._sgd is None or self._sgd.batch_size < n:
                 self._sgd = _core.SGDStep(self.W, self.b, self.x, self.lists, self.sigmoid, n)
             return self._sgd.step(rows, labels, self.lr)
         return self._python_step(rows, labels)
+
+    def _covered(self, n) -> bool:
+        """Whether the compiled step and evaluation (``_core.SGDStep``) take this."""
+        return not self.dense_input and n > 0 and self.n_affine <= _core.MAX_LAYERS
 
     def _python_step(self, rows, labels) -> float:
         """The step with NumPy's BLAS for the first layer (dense inputs such as CIFAR-10)."""
@@ -365,6 +369,10 @@ class Trainer:
     def accuracy(self, name: str = "train") -> float:
         """``network.accuracy`` on a registered dataset, in chunks over its nonzero lists."""
         x, labels, lists = self.eval_sets[name]
+        if self._covered(len(x)) and x.dtype == self.x.dtype:
+            if self._sgd is None:
+                self._sgd = _core.SGDStep(self.W, self.b, self.x, self.lists, self.sigmoid, 100)
+            return self._sgd.count_correct(x, labels, lists) / float(len(x))
         correct = 0
         for s in range(0, len(x), self.EVAL_CHUNK):
             e = min(s + self.EVAL_CHUNK, len(x))

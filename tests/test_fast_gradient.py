@@ -164,3 +164,56 @@ def test_compiled_loss_equals_the_layers_and_leaves_their_state(name, dtype, rng
         dout = layer.backward(dout)
     grads = a.gradient(x, t)
     np.testing.assert_allclose(b.layers["Affine1"].dW, grads["W1"], **tol(dtype))
+
+
+def layer_accuracy(net, x, t, monkeypatch):
+    with monkeypatch.context() as m:
+        m.setattr("minidl.networks.compiled_accuracy", lambda *args: None)
+        return net.accuracy(x, t)
+
+
+@pytest.mark.parametrize("name", sorted(NETS))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [1, 99, 100, 250])  # chunks of 100 rows, a partial last one
+def test_compiled_accuracy_equals_the_layer_code(name, dtype, n, rng, monkeypatch):
+    x, t = sparse_batch(rng, n=n)
+    net = NETS[name](dtype)
+    for W in (v for k, v in net.params.items() if k.startswith("W")):
+        W *= 20  # confident, varied predictions
+    acc = _fast_gradient.compiled_accuracy(net, x, t)
+    assert acc is not None
+    assert acc == layer_accuracy(net, x, t, monkeypatch)
+    onehot = np.eye(6)[t]
+    assert net.accuracy(x, onehot) == layer_accuracy(net, x, onehot, monkeypatch) == acc
+
+
+def test_compiled_accuracy_takes_argmax_first_maximum_and_nan(rng, monkeypatch):
+    x, _ = sparse_batch(rng, n=40)
+    net = TwoLayerNet(64, 20, 6)
+    net.params["W2"][...] = 0  # every score ties: argmax is class 0
+    t = np.arange(40) % 6
+    assert net.accuracy(x, t) == layer_accuracy(net, x, t, monkeypatch) == np.mean(t == 0)
+    net.params["b2"][3] = np.nan  # a NaN score: np.argmax picks it
+    assert net.accuracy(x, t) == layer_accuracy(net, x, t, monkeypatch) == np.mean(t == 3)
+    net.params["b2"][:] = [0, 5, 5, 0, 1, 1]  # the first of two equal maxima
+    assert net.accuracy(x, t) == layer_accuracy(net, x, t, monkeypatch) == np.mean(t == 1)
+
+
+def test_count_correct_refuses_bad_arguments(rng):
+    from minidl import _core
+
+    x, t = sparse_batch(rng, n=20, k=12)
+    W = [rng.standard_normal((12, 6)), rng.standard_normal((6, 5))]
+    b = [np.zeros(6), np.zeros(5)]
+    step = _core.SGDStep(W, b, x[:0], None, False, 8)
+    labels = t.astype(np.int64)
+    lists = _core.nonzero_lists(x)
+    assert step.count_correct(x, labels, lists) == step.count_correct(x, labels)
+    with pytest.raises(ValueError, match="x must be"):
+        step.count_correct(x.astype(np.float64), labels)
+    with pytest.raises(ValueError, match="labels"):
+        step.count_correct(x, labels[:5])
+    for bad in (_core.nonzero_lists(x[:10]), (lists[0], lists[1], lists[2] + 1),
+                (lists[0][:-1], lists[1][:-1], lists[2])):
+        with pytest.raises(ValueError, match="lists must be"):
+            step.count_correct(x, labels, bad)

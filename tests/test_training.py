@@ -338,3 +338,22 @@ def test_sgd_step_gradient_refuses_what_would_write_out_of_bounds(rng):
         step.gradient(x[:8], labels, gW, [gb[0].astype(np.float32), gb[1]])
     with pytest.raises(ValueError, match="one dW"):
         step.gradient(x[:8], labels, gW[:1], gb)
+
+
+def test_sgd_step_checks_the_lists_it_indexes_by(rng):
+    from minidl import _core
+
+    x, _ = data(rng, n=30, k=12)
+    W, b = [np.zeros((12, 6)), np.zeros((6, 5))], [np.zeros(6), np.zeros(5)]
+    li, lv, lp = _core.nonzero_lists(x)
+    bad_col = li.copy()
+    bad_col[3] = 12  # a column past W's rows
+    long_row = np.concatenate([[0], np.full(30, 13)]).cumsum()  # 13 entries a row, K = 12
+    for lists in ((bad_col, lv, lp), (li, lv, lp + 1), (li, lv.astype(np.float64), lp),
+                  (np.zeros(long_row[-1], np.int32), np.zeros(long_row[-1], np.float32),
+                   long_row)):
+        with pytest.raises(ValueError, match="lists must be"):
+            _core.SGDStep(W, b, x, lists, False, 8)
+        step = _core.SGDStep(W, b, x, None, False, 8)
+        with pytest.raises(ValueError, match="lists must be"):
+            step.count_correct(x, np.zeros(30, np.int64), lists)
