@@ -956,21 +956,19 @@ cdef Py_ssize_t _count_correct(StepPlan* p, const xfloat* x, Py_ssize_t M,
     The highest score is np.argmax's: the first maximum, or the first NaN."""
     cdef Py_ssize_t s, n, i, j, best, correct = 0, K = p.sizes[0], C = p.sizes[p.n_layers]
     cdef Lists* inp = &p.inp[0]
+    cdef Lists own = inp[0]  # the first layer's buffers, restored at the end
     cdef const floating* scores
     cdef floating v, top
-    cdef int64_t base
     s = 0
     while s < M:
         n = min(p.n_max, M - s)
-        inp.ptr[0] = 0
         if li == NULL:
+            inp.ptr[0] = 0
             _nz(x + s * K, K, 0, n, K, inp.idx, <xfloat*>inp.val, inp.ptr)
-        else:
-            base = lp[s]
-            memcpy(inp.idx, li + base, (lp[s + n] - base) * sizeof(int32_t))
-            memcpy(inp.val, lv + base, (lp[s + n] - base) * sizeof(xfloat))
-            for i in range(n + 1):
-                inp.ptr[i] = lp[s + i] - base
+        else:  # read the given lists in place: rows s.. start at lp[s]
+            inp.idx = <int32_t*>li
+            inp.val = <void*>lv
+            inp.ptr = <int64_t*>(lp + s)
         _step_forward(p, n, <const floating*>W0, x)
         scores = <const floating*>p.act[p.n_layers - 1]
         for i in range(n):
@@ -987,6 +985,7 @@ cdef Py_ssize_t _count_correct(StepPlan* p, const xfloat* x, Py_ssize_t M,
                         best = j
             correct += best == labels[s + i]
         s += n
+    inp[0] = own
     return correct
 
 
