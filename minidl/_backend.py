@@ -38,16 +38,28 @@ SPARSE_MAX_DENSITY = 0.5
 # the input has at most this many entries (a training batch; 12 bytes an entry).
 KEEP_LISTS_MAX = 1 << 18
 # Threads for the zero-skipping kernels (each uses fewer when its work is small).
-# One by default: on the 2-core machine this was tuned on, a second thread made
-# even a full-dataset evaluation slower (memory-bound work, and BLAS's own
-# threads spinning beside it); MINIDL_NUM_THREADS=n asks for more.
+# MINIDL_NUM_THREADS=n sets both numbers below. By default, the layer-by-layer
+# kernels (NUM_THREADS) run on one thread: on the 2-core machine this was tuned
+# on, a second thread made a layer-by-layer evaluation slower (OpenBLAS's own
+# threads spin between the products beside it). The compiled whole passes
+# (STEP_THREADS: minidl.train's steps, network.gradient/loss/accuracy on plain
+# stacks) call no BLAS, and a second thread made them 12-30% faster there.
 def _num_threads(value: str) -> int:
     if not value.strip().isdigit() or int(value) < 1:
         raise ValueError(f"MINIDL_NUM_THREADS must be a whole number >= 1, got {value!r}")
     return int(value)
 
 
-NUM_THREADS = _num_threads(os.environ.get("MINIDL_NUM_THREADS", "1"))
+def _available_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+_THREADS_SET = os.environ.get("MINIDL_NUM_THREADS")
+NUM_THREADS = _num_threads(_THREADS_SET) if _THREADS_SET is not None else 1
+STEP_THREADS = NUM_THREADS if _THREADS_SET is not None else min(2, _available_cpus())
 
 
 def _flat(a: np.ndarray) -> np.ndarray:

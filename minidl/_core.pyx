@@ -744,6 +744,7 @@ cdef struct Lists:  # nonzero lists (CSR) of one layer's input for a batch
 
 cdef struct StepPlan:
     int n_layers
+    int n_threads  # for the first layer's products
     Py_ssize_t n_max  # the most rows a buffer holds
     int sigmoid
     Py_ssize_t sizes[MAX_LAYERS_ + 1]
@@ -793,20 +794,27 @@ cdef inline void _batch_lists(StepPlan* p, const int64_t* rows, Py_ssize_t n,
         out.ptr[i + 1] = out.ptr[i] + cnt
 
 
+cdef inline Py_ssize_t _step_threads(StepPlan* p, Py_ssize_t n) noexcept nogil:
+    # a second thread pays for itself from a few dozen rows on
+    return max(<Py_ssize_t>1, min(<Py_ssize_t>p.n_threads, n // 32))
+
+
 cdef void _step_forward(StepPlan* p, Py_ssize_t n, const floating* W0,
                         const xfloat* x0) noexcept nogil:
     """act[l] for every layer, from the first layer's lists in p.inp[0]."""
     cdef int l, L = p.n_layers
-    cdef Py_ssize_t K, H
+    cdef Py_ssize_t K, H, t, nt
     cdef floating* a
     cdef Lists* inp
     for l in range(L):
         K, H = p.sizes[l], p.sizes[l + 1]
         a = <floating*>p.act[l]
         inp = &p.inp[l]
-        if l == 0:
-            _spmm(NULL, 0, n, inp.idx, <const xfloat*>inp.val, inp.ptr, W0, H, H,
-                  <const floating*>p.b[0], a, H)
+        if l == 0:  # the big product: its rows split between the threads
+            nt = _step_threads(p, n)
+            for t in prange(nt, num_threads=nt, schedule="static"):
+                _spmm(NULL, t * n // nt, (t + 1) * n // nt, inp.idx, <const xfloat*>inp.val,
+                      inp.ptr, W0, H, H, <const floating*>p.b[0], a, H)
         else:
             inp.ptr[0] = 0
             _nz(<const floating*>p.act[l - 1], K, 0, n, K, inp.idx, <floating*>inp.val,
@@ -839,7 +847,7 @@ cdef void _step_backward(StepPlan* p, Py_ssize_t n, floating lr, bint update, fl
     p.gW and p.gb and the parameters are left alone.
     """
     cdef int l, L = p.n_layers
-    cdef Py_ssize_t K, H, i, j
+    cdef Py_ssize_t K, H, i, j, t, nt
     cdef floating* dz = <floating*>p.dz
     cdef floating* dx = <floating*>p.dx
     cdef floating* tmp
@@ -889,15 +897,20 @@ cdef void _step_backward(StepPlan* p, Py_ssize_t n, floating lr, bint update, fl
     b = <floating*>p.b[0]
     _csc(inp.idx, <const xfloat*>inp.val, inp.ptr, NULL, n, K, p.cptr, p.cidx,
          <xfloat*>p.cval)
+    # the big product: W's rows split between the threads
+    nt = _step_threads(p, n)
+    for t in prange(nt, num_threads=nt, schedule="static"):
+        if update:
+            _spmmt(p.cptr, p.cidx, <const xfloat*>p.cval, t * K // nt, (t + 1) * K // nt,
+                   <const floating*>dz, H, H, W0, H, -lr, 1)
+        else:
+            _spmmt(p.cptr, p.cidx, <const xfloat*>p.cval, t * K // nt, (t + 1) * K // nt,
+                   <const floating*>dz, H, H, <floating*>p.gW[0], H, 1, 0)
     if update:
-        _spmmt(p.cptr, p.cidx, <const xfloat*>p.cval, 0, K, <const floating*>dz, H, H, W0, H,
-               -lr, 1)
         _column_sums(dz, n, H, db)
         for j in range(H):
             b[j] -= lr * db[j]
     else:
-        _spmmt(p.cptr, p.cidx, <const xfloat*>p.cval, 0, K, <const floating*>dz, H, H,
-               <floating*>p.gW[0], H, 1, 0)
         _column_sums(dz, n, H, <floating*>p.gb[0])
 
 
@@ -1018,7 +1031,8 @@ cdef class SGDStep:
     C-contiguous float32 or float64 (float32 with a float32 network); ``lists``:
     ``nonzero_lists(x)``, or None to scan the batch's rows at each step;
     ``sigmoid``: the hidden activation (else ReLU); ``batch_size``: the largest
-    batch ``step`` or ``gradient`` will be given. Everything a step needs is
+    batch ``step`` or ``gradient`` will be given; ``num_threads``: threads for
+    the first layer's products (the results do not depend on it). Everything a step needs is
     allocated here. For ``gradient`` alone, ``x`` may have no rows: it gives the
     inputs' dtype.
     """
@@ -1034,7 +1048,8 @@ cdef class SGDStep:
     cdef readonly bint sigmoid
     cdef int net_double, x_double
 
-    def __init__(self, list W, list b, x, tuple lists, bint sigmoid, Py_ssize_t batch_size):
+    def __init__(self, list W, list b, x, tuple lists, bint sigmoid, Py_ssize_t batch_size,
+                 int num_threads=1):
         cdef int L = len(W), l
         cdef Py_ssize_t hmax, kmax, wt
         cdef StepPlan* p
@@ -1069,6 +1084,7 @@ cdef class SGDStep:
         p = &self.plan
         p.n_layers = L
         p.n_max = batch_size
+        p.n_threads = max(1, num_threads)
         p.sigmoid = sigmoid
         for l in range(L + 1):
             p.sizes[l] = sizes[l]

@@ -116,7 +116,7 @@ def _step_for(net, W, b, sigmoid, x_dtype, n):
             or step.sigmoid != sigmoid
             or any(p is not q for p, q in zip(step.param_arrays, (*W, *b)))):
         step = _core.SGDStep(W, b, np.empty((0, W[0].shape[0]), dtype=x_dtype), None, sigmoid,
-                             max(n, 100))
+                             max(n, 100), _backend.STEP_THREADS)
         net._compiled_step = step
     return step
 

@@ -100,7 +100,8 @@ class _LayerNet:
         """Fraction of rows of ``x`` whose highest score is the label in ``t``.
 
         Evaluated in chunks of ``EVAL_CHUNK`` rows, so that a whole dataset never
-        needs its activations (or a float64 copy of its images) at once.
+        needs its activations (or a float64 copy of its images) at once; plain
+        stacks on sparse inputs count in compiled chunks (``minidl._fast_gradient``).
         """
         accuracy = compiled_accuracy(self, x, t)  # plain stacks on sparse inputs
         if accuracy is not None:

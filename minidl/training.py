@@ -6,11 +6,12 @@ the in-place SGD update, the batch loss, and train/test accuracy once per
 epoch) and returns the curves as a ``History``.
 
 By default (``fast=True``) the steps run on a ``Trainer``: the same arithmetic
-on the same batches, but with the dataset's nonzero lists computed once, the
-batch read in place from the dataset, reused buffers, the first layer's weight
-gradient fused with its SGD update, and chunked evaluation. Networks or data it
-does not cover (weight decay, soft labels, numerical gradients, user-defined
-networks) run the plain loop.
+on the same batches, but with the dataset's nonzero lists computed once and
+each whole step (forward, backward, every update, the loss after it) in one
+compiled call (``_core.SGDStep``) on the batch's rows of those lists, every
+weight gradient fused with its SGD update, and evaluation counted in compiled
+chunks. Networks or data it does not cover (weight decay, soft labels,
+numerical gradients, user-defined networks) run the plain loop.
 """
 
 from __future__ import annotations
@@ -178,9 +179,12 @@ class Trainer:
     the arithmetic is the layers' (ReLU or sigmoid, softmax with cross-entropy,
     NumPy's dtype promotion) and agrees with ``network.gradient`` up to rounding.
     What differs is the plumbing: the nonzero lists of the dataset's rows are
-    computed once, the batch is read in place from the dataset (no copy), all
-    intermediate arrays are preallocated, the first layer's weight gradient is
-    fused with its update, and evaluation runs in chunks over the same lists.
+    computed once, and each step is one compiled call (``_core.SGDStep``) that
+    gathers the batch's lists, runs every layer through the zero-skipping
+    kernels into preallocated buffers, and fuses each weight gradient with its
+    update; evaluation counts correct rows in compiled chunks over the same
+    lists. Dense inputs (CIFAR-10, say) take a Python step with NumPy's BLAS for
+    the first layer instead.
 
     The network's ``params`` arrays are updated in place, as the plain loop does.
     """
@@ -195,7 +199,7 @@ class Trainer:
             raise ValueError(f"Trainer: {reason}")
         self.network = network
         self.lr = float(lr)
-        self.num_threads = num_threads or _backend.NUM_THREADS
+        self.num_threads = num_threads or _backend.STEP_THREADS
         self.dtype = network.dtype
         self.n_affine = network.n_affine
         self.sigmoid = network.activation == "sigmoid"
@@ -308,7 +312,8 @@ class Trainer:
         labels = self.labels[rows]
         if self._covered(n):
             if self._sgd is None or self._sgd.batch_size < n:
-                self._sgd = _core.SGDStep(self.W, self.b, self.x, self.lists, self.sigmoid, n)
+                self._sgd = _core.SGDStep(self.W, self.b, self.x, self.lists, self.sigmoid, n,
+                                          self.num_threads)
             return self._sgd.step(rows, labels, self.lr)
         return self._python_step(rows, labels)
 
@@ -371,7 +376,8 @@ class Trainer:
         x, labels, lists = self.eval_sets[name]
         if self._covered(len(x)) and x.dtype == self.x.dtype:
             if self._sgd is None:
-                self._sgd = _core.SGDStep(self.W, self.b, self.x, self.lists, self.sigmoid, 100)
+                self._sgd = _core.SGDStep(self.W, self.b, self.x, self.lists, self.sigmoid, 100,
+                                          self.num_threads)
             return self._sgd.count_correct(x, labels, lists) / float(len(x))
         correct = 0
         for s in range(0, len(x), self.EVAL_CHUNK):

@@ -48,3 +48,23 @@ def test_bad_environment_settings_fail_with_a_clear_message():
                               check=False)
         assert proc.returncode != 0
         assert message in proc.stderr.splitlines()[-1], proc.stderr
+
+
+def test_thread_settings():
+    import os
+    import subprocess
+    import sys
+
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(minidl.__file__)))
+    code = ("from minidl import _backend as b; "
+            "print(b.NUM_THREADS, b.STEP_THREADS, min(2, b._available_cpus()))")
+    for value in ("3", None):
+        env = {**os.environ, "PYTHONPATH": package_parent}
+        env.pop("MINIDL_NUM_THREADS", None)
+        if value is not None:
+            env["MINIDL_NUM_THREADS"] = value
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             env=env, cwd=os.path.dirname(__file__), timeout=60, check=True)
+        layer, step, default = map(int, out.stdout.split())
+        # set: both counts; unset: one thread layer by layer, up to two for whole passes
+        assert (layer, step) == ((3, 3) if value else (1, default))

@@ -357,3 +357,20 @@ def test_sgd_step_checks_the_lists_it_indexes_by(rng):
         step = _core.SGDStep(W, b, x, None, False, 8)
         with pytest.raises(ValueError, match="lists must be"):
             step.count_correct(x, np.zeros(30, np.int64), lists)
+
+
+def test_threads_do_not_change_the_results(rng):
+    x, t = data(rng, n=400, k=70, density=0.1)
+    nets = []
+    for threads in (1, 2, 3):
+        np.random.seed(5)
+        net = ThreeLayerNet(70, 40, 20, 5)
+        tr = Trainer(net, x, t, lr=0.1, num_threads=threads)
+        np.random.seed(6)
+        for _ in range(30):
+            tr.step(np.random.choice(400, 100))
+        nets.append((net, tr.accuracy("train")))
+    for net, acc in nets[1:]:
+        assert acc == nets[0][1]
+        for key in net.params:  # each row of every product is computed the same way
+            assert np.array_equal(net.params[key], nets[0][0].params[key]), key
