@@ -22,7 +22,7 @@ cimport cython
 from cython.parallel cimport prange
 cimport openmp
 from openmp cimport omp_get_max_threads
-from libc.math cimport exp, expf, log
+from libc.math cimport exp, log
 from libc.stdint cimport int64_t
 
 import numpy as np
@@ -147,25 +147,18 @@ cdef inline void _relu_backward(const floating* dout, const floating* out, float
         dx[i] = 0 if out[i] <= 0 else dout[i]
 
 
-cdef inline floating _exp(floating v) noexcept nogil:
-    if floating is float:
-        return expf(v)  # single precision: twice as fast as exp, and what float32 asks for
-    return exp(v)
-
-
-cdef inline floating _sigmoid(floating v) noexcept nogil:
-    # Two branches so that exp never overflows.
-    cdef floating e
-    if v >= 0:
-        return 1 / (1 + _exp(-v))
-    e = _exp(v)
-    return e / (1 + e)
+cdef extern from "_vmath.h" nogil:
+    void minidl_vmath_init(int isa)
+    void minidl_sigmoid_f64(const double* x, double* out, Py_ssize_t n)
+    void minidl_sigmoid_f32(const float* x, float* out, Py_ssize_t n)
 
 
 cdef inline void _sigmoid_forward(const floating* x, floating* out, Py_ssize_t n) noexcept nogil:
-    cdef Py_ssize_t i
-    for i in range(n):
-        out[i] = _sigmoid(x[i])
+    # _sigmoid's two branches, with exp on vectors (see _vmath.h)
+    if floating is float:
+        minidl_sigmoid_f32(x, out, n)
+    else:
+        minidl_sigmoid_f64(x, out, n)
 
 
 cdef inline void _sigmoid_backward(const floating* dout, const floating* out, floating* dx,
@@ -416,6 +409,7 @@ ctypedef fused xfloat:  # an input's dtype, which may be narrower than the weigh
     double
 
 SIMD_ISA = minidl_sparse_init(2).decode()
+minidl_vmath_init(2)
 SIMD_LEVELS = {"scalar": 0, "baseline": 1, "best": 2}
 
 
@@ -429,6 +423,7 @@ def use_simd(str level="best") -> str:
     if level not in SIMD_LEVELS:
         raise ValueError(f"level must be one of {sorted(SIMD_LEVELS)}, got {level!r}")
     SIMD_ISA = minidl_sparse_init(SIMD_LEVELS[level]).decode()
+    minidl_vmath_init(SIMD_LEVELS[level])
     return SIMD_ISA
 
 

@@ -194,3 +194,29 @@ def test_gemm_kernel_raw_wrapper_accepts_only_matching_dtypes():
     b = np.ones((2, 2), np.float64)
     with pytest.raises((TypeError, ValueError)):
         _core.gemm(a, b, np.empty((2, 2), np.float32))
+
+
+@pytest.mark.parametrize("level", ["best", "baseline", "scalar"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_sigmoid_on_vectors_is_within_a_few_ulp_everywhere(level, dtype, rng):
+    from minidl import _core
+
+    v = np.concatenate([np.linspace(-800, 800, 4001), 40 * rng.standard_normal(4000),
+                        [-708.5, -708.0, -707.9, 708.0, 708.5, -0.0, 0.0, 1e-300, -1e-300,
+                         np.inf, -np.inf, np.nan, 745.2, -745.2, 37.0, -37.0]])
+    x = v.astype(dtype)
+    ref = np.where(x >= 0, 1 / (1 + np.exp(-np.abs(x.astype(np.float64)))),
+                   np.exp(-np.abs(x.astype(np.float64)))
+                   / (1 + np.exp(-np.abs(x.astype(np.float64)))))
+    out = np.empty_like(x)
+    _core.use_simd(level)
+    try:
+        with np.errstate(all="ignore"):
+            _core.sigmoid_forward(x, out)
+    finally:
+        _core.use_simd("best")
+    assert np.array_equal(np.isnan(out), np.isnan(x))
+    ok = ~np.isnan(x)
+    ulp = np.spacing(ref[ok].astype(dtype)).astype(np.float64)
+    err = np.abs(out[ok].astype(np.float64) - ref[ok]) / np.maximum(ulp, np.finfo(dtype).tiny)
+    assert err.max() <= 4, f"{err.max():.1f} ulp at {x[ok][err.argmax()]}"
