@@ -69,6 +69,12 @@ class _LayerNet:
     def _activation_name(self, i):
         return f"{self.activation.capitalize()}{i}"
 
+    def __getstate__(self):
+        # copies and pickles leave out the compiled pass's buffers (rebuilt on use)
+        state = self.__dict__.copy()
+        state.pop("_compiled_step", None)
+        return state
+
     @property
     def last_layer(self):  # MultiLayerNet's name for it in the book
         return self.lastLayer

@@ -217,3 +217,19 @@ def test_count_correct_refuses_bad_arguments(rng):
                 (lists[0][:-1], lists[1][:-1], lists[2])):
         with pytest.raises(ValueError, match="lists must be"):
             step.count_correct(x, labels, bad)
+
+
+def test_networks_still_copy_and_pickle_after_a_compiled_pass(rng):
+    import copy
+    import pickle
+
+    x, t = sparse_batch(rng)
+    net = TwoLayerNet(64, 20, 6)
+    grads = net.gradient(x, t)
+    for clone in (copy.deepcopy(net), pickle.loads(pickle.dumps(net))):
+        assert not hasattr(clone, "_compiled_step")
+        again = clone.gradient(x, t)  # its own arrays, its own compiled pass
+        np.testing.assert_array_equal(again["W1"], grads["W1"])
+        clone.params["W1"] += 1
+        assert not np.array_equal(clone.gradient(x, t)["W1"], grads["W1"])
+        assert np.array_equal(net.gradient(x, t)["W1"], grads["W1"])
