@@ -112,9 +112,10 @@ def compiled_accuracy(net, x, t):
 def _step_for(net, W, b, sigmoid, x_dtype, n):
     """The network's compiled step for inputs of ``x_dtype``, batches up to ``n``."""
     step = getattr(net, "_compiled_step", None)
+    params = (*W, *b)
     if (step is None or step.batch_size < n or step.x_dtype != x_dtype
-            or step.sigmoid != sigmoid
-            or any(p is not q for p, q in zip(step.param_arrays, (*W, *b)))):
+            or step.sigmoid != sigmoid or len(step.param_arrays) != len(params)
+            or any(p is not q for p, q in zip(step.param_arrays, params))):
         step = _core.SGDStep(W, b, np.empty((0, W[0].shape[0]), dtype=x_dtype), None, sigmoid,
                              max(n, 100), _backend.STEP_THREADS)
         net._compiled_step = step
@@ -150,6 +151,8 @@ def _plain_stack(net):
     if type(net.lastLayer) is not SoftmaxWithLoss:
         return None
     affines, activations = layers[0::2], layers[1::2]
+    if len(affines) != net.n_affine:  # layers added by hand: the book's code decides
+        return None
     if any(type(a) is not Affine for a in affines):
         return None
     kinds = {type(a) for a in activations}

@@ -233,3 +233,33 @@ def test_networks_still_copy_and_pickle_after_a_compiled_pass(rng):
         clone.params["W1"] += 1
         assert not np.array_equal(clone.gradient(x, t)["W1"], grads["W1"])
         assert np.array_equal(net.gradient(x, t)["W1"], grads["W1"])
+
+
+def test_a_rebuilt_stack_gets_a_new_compiled_pass(rng, monkeypatch):
+    from minidl.layers import Affine
+
+    x, t = sparse_batch(rng)
+    net = TwoLayerNet(64, 20, 6)
+    net.gradient(x, t)
+    # a student adds a layer in place: same first arrays, one more Affine
+    W3, b3 = 0.1 * rng.standard_normal((6, 6)), np.zeros(6)
+    net.layers["Relu2"] = Relu()
+    net.layers["Affine3"] = Affine(W3, b3)
+    net.params.update(W3=W3, b3=b3)
+    assert _fast_gradient.compiled_gradient(net, x, t) is None  # sizes say two layers
+    got = net.gradient(x, t)
+    ref = layer_path(net, x, t, monkeypatch)
+    assert sorted(got) == sorted(ref)
+    for key in ref:
+        np.testing.assert_allclose(got[key], ref[key], rtol=1e-11, atol=1e-13)
+    # a real three-layer network with the same first arrays gets a pass of its own
+    deeper = ThreeLayerNet(64, 20, 6, 6)
+    for key in ("W1", "b1", "W2", "b2"):
+        deeper.params[key] = net.params[key]
+        deeper.layers[f"Affine{key[1]}"].__dict__[key[0]] = net.params[key]
+    deeper.gradient(x, t)
+    assert len(deeper._compiled_step.param_arrays) == 6
+    ref = layer_path(deeper, x, t, monkeypatch)
+    got = deeper.gradient(x, t)
+    for key in ref:
+        np.testing.assert_allclose(got[key], ref[key], rtol=1e-11, atol=1e-13)
