@@ -1038,6 +1038,7 @@ cdef class SGDStep:
     cdef readonly list activations  # (batch_size, width) buffers: the last batch's
     cdef readonly object probabilities  # hidden activations and softmax output
     cdef readonly tuple param_arrays  # the W and b arrays updated in place
+    cdef readonly tuple sizes  # the layer widths the buffers were made for
     cdef readonly object x_dtype, dtype
     cdef object checked_lists  # the dataset's lists (their idx array), checked in __init__
     cdef readonly bint sigmoid
@@ -1089,6 +1090,7 @@ cdef class SGDStep:
         wt = max([sizes[l] * sizes[l + 1] for l in range(1, L)] or [1])
         self.activations = []
         self.param_arrays = tuple(W) + tuple(b)
+        self.sizes = tuple(sizes)
         self.x_dtype, self.dtype, self.sigmoid = xdtype, dtype, sigmoid
         for l in range(L):
             p.W[l] = _data(self.keep, W[l])

@@ -115,7 +115,8 @@ def _step_for(net, W, b, sigmoid, x_dtype, n):
     params = (*W, *b)
     if (step is None or step.batch_size < n or step.x_dtype != x_dtype
             or step.sigmoid != sigmoid or len(step.param_arrays) != len(params)
-            or any(p is not q for p, q in zip(step.param_arrays, params))):
+            or any(p is not q for p, q in zip(step.param_arrays, params))
+            or step.sizes != (W[0].shape[0], *(w.shape[1] for w in W))):  # reshaped in place
         step = _core.SGDStep(W, b, np.empty((0, W[0].shape[0]), dtype=x_dtype), None, sigmoid,
                              max(n, 100), _backend.STEP_THREADS)
         net._compiled_step = step

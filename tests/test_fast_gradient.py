@@ -263,3 +263,18 @@ def test_a_rebuilt_stack_gets_a_new_compiled_pass(rng, monkeypatch):
     got = deeper.gradient(x, t)
     for key in ref:
         np.testing.assert_allclose(got[key], ref[key], rtol=1e-11, atol=1e-13)
+
+
+def test_parameters_reshaped_in_place_get_a_new_compiled_pass(rng, monkeypatch):
+    x, t = sparse_batch(rng)
+    net = ThreeLayerNet(64, 20, 20, 6)
+    net.gradient(x, t)
+    assert net._compiled_step.sizes == (64, 20, 20, 6)  # what its buffers were made for
+    W1 = net.params["W1"]
+    W1.shape = (32, 40)  # in place: same object, other shape
+    assert _fast_gradient.compiled_gradient(net, x, t) is None  # shapes no longer chain
+    W1.shape = (64, 20)
+    ref = layer_path(net, x, t, monkeypatch)
+    got = net.gradient(x, t)
+    for key in ref:
+        np.testing.assert_allclose(got[key], ref[key], rtol=1e-11, atol=1e-13)
