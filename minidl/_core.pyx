@@ -909,38 +909,36 @@ cdef void _step_backward(StepPlan* p, Py_ssize_t n, floating lr, bint update, fl
         _column_sums(dz, n, H, <floating*>p.gb[0])
 
 
-cdef double _loss_and_gradient(StepPlan* p, const int64_t* labels, Py_ssize_t n, floating* W0,
-                               const xfloat* x) noexcept nogil:
-    """Forward from the first layer's lists, the mean loss, and p.dz = its gradient."""
+cdef double _forward_loss(StepPlan* p, const int64_t* labels, Py_ssize_t n, floating* W0,
+                          const xfloat* x) noexcept nogil:
+    """Forward from the first layer's lists: p.y holds the softmax; returns the mean loss."""
     cdef int L = p.n_layers
-    cdef Py_ssize_t i, C = p.sizes[L]
+    cdef Py_ssize_t i
     cdef double loss = 0
     _step_forward(p, n, <const floating*>W0, x)
-    _softmax_cross_entropy_forward(<const floating*>p.act[L - 1], labels, n, C,
+    _softmax_cross_entropy_forward(<const floating*>p.act[L - 1], labels, n, p.sizes[L],
                                    <floating*>p.y, <floating*>p.row_loss)
     for i in range(n):
         loss += (<floating*>p.row_loss)[i]
-    _softmax_cross_entropy_backward(<const floating*>p.y, labels, n, C, 1.0,
-                                    <floating*>p.dz)
     return loss / n
+
+
+cdef double _loss_and_gradient(StepPlan* p, const int64_t* labels, Py_ssize_t n, floating* W0,
+                               const xfloat* x) noexcept nogil:
+    """The mean loss, and p.dz = its gradient with respect to the scores."""
+    cdef double loss = _forward_loss(p, labels, n, W0, x)
+    _softmax_cross_entropy_backward(<const floating*>p.y, labels, n, p.sizes[p.n_layers], 1.0,
+                                    <floating*>p.dz)
+    return loss
 
 
 cdef double _sgd_step(StepPlan* p, const int64_t* rows, const int64_t* labels, Py_ssize_t n,
                       double lr, floating* W0, const xfloat* x) noexcept nogil:
     """The seed's step on dataset rows: returns the batch loss after the update."""
-    cdef int L = p.n_layers
-    cdef Py_ssize_t i, C = p.sizes[L]
-    cdef double loss = 0
     _batch_lists(p, rows, n, x)
     _loss_and_gradient(p, labels, n, W0, x)
     _step_backward(p, n, <floating>lr, True, W0, x)
-    # the batch loss with the updated parameters
-    _step_forward(p, n, <const floating*>W0, x)
-    _softmax_cross_entropy_forward(<const floating*>p.act[L - 1], labels, n, C,
-                                   <floating*>p.y, <floating*>p.row_loss)
-    for i in range(n):
-        loss += (<floating*>p.row_loss)[i]
-    return loss / n
+    return _forward_loss(p, labels, n, W0, x)  # with the updated parameters
 
 
 cdef double _gradient(StepPlan* p, const xfloat* xb, const int64_t* labels, Py_ssize_t n,
