@@ -66,14 +66,10 @@ def _prepare(net, x, t):
     affines, activations, sigmoid = plan
     W = [a.W for a in affines]
     b = [a.b for a in affines]
-    n = x.shape[0]
-    width = math.prod(x.shape[1:])
-    if (n < 1 or width != W[0].shape[0] or n * width > MAX_ENTRIES
-            or x.dtype not in (np.float32, W[0].dtype) or not x.flags.c_contiguous):
+    x2 = _sparse_rows(x, W[0], MAX_ENTRIES)
+    if x2 is None:
         return None
-    x2 = x.reshape(n, width)
-    if _core.nonzero_fraction(x2) > _backend.SPARSE_MAX_DENSITY:
-        return None  # dense inputs: BLAS, layer by layer
+    n = len(x2)
     labels, one_hot = _hard_labels(t, n, W[-1].shape[1])
     if labels is None:
         return None
@@ -93,13 +89,10 @@ def compiled_accuracy(net, x, t):
         return None
     affines, _activations, sigmoid = plan
     W = [a.W for a in affines]
-    n, width = x.shape[0], math.prod(x.shape[1:])
-    if (n < 1 or width != W[0].shape[0] or x.dtype not in (np.float32, W[0].dtype)
-            or not x.flags.c_contiguous):
+    x2 = _sparse_rows(x, W[0], None)  # any number of rows: counted in chunks
+    if x2 is None:
         return None
-    x2 = x.reshape(n, width)
-    if _core.nonzero_fraction(x2) > _backend.SPARSE_MAX_DENSITY:
-        return None
+    n = len(x2)
     t = np.asarray(t)
     if t.ndim != 1:
         t = np.argmax(t, axis=1)  # as the book's accuracy
@@ -107,6 +100,20 @@ def compiled_accuracy(net, x, t):
         return None
     step = _step_for(net, W, [a.b for a in affines], sigmoid, x.dtype, 1)
     return step.count_correct(x2, np.ascontiguousarray(t, dtype=np.int64)) / float(n)
+
+
+def _sparse_rows(x, W0, max_entries):
+    """``x`` as (N, W0 rows) when the compiled pass takes it (float32 or W0's dtype,
+    C-contiguous, at most ``max_entries`` entries, mostly zeros), else None."""
+    n, width = x.shape[0], math.prod(x.shape[1:])
+    if (n < 1 or width != W0.shape[0] or x.dtype not in (np.float32, W0.dtype)
+            or not x.flags.c_contiguous
+            or (max_entries is not None and n * width > max_entries)):
+        return None
+    x2 = x.reshape(n, width)
+    if _core.nonzero_fraction(x2) > _backend.SPARSE_MAX_DENSITY:
+        return None  # dense inputs: BLAS, layer by layer
+    return x2
 
 
 def _step_for(net, W, b, sigmoid, x_dtype, n):

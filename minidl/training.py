@@ -311,15 +311,19 @@ class Trainer:
         n = len(rows)
         labels = self.labels[rows]
         if self._covered(n):
-            if self._sgd is None or self._sgd.batch_size < n:
-                self._sgd = _core.SGDStep(self.W, self.b, self.x, self.lists, self.sigmoid, n,
-                                          self.num_threads)
-            return self._sgd.step(rows, labels, self.lr)
+            return self._compiled(n).step(rows, labels, self.lr)
         return self._python_step(rows, labels)
 
     def _covered(self, n) -> bool:
         """Whether the compiled step and evaluation (``_core.SGDStep``) take this."""
         return not self.dense_input and n > 0 and self.n_affine <= _core.MAX_LAYERS
+
+    def _compiled(self, n) -> _core.SGDStep:
+        """The compiled step, with buffers for batches of at least ``n`` rows."""
+        if self._sgd is None or self._sgd.batch_size < n:
+            self._sgd = _core.SGDStep(self.W, self.b, self.x, self.lists, self.sigmoid,
+                                      max(n, 100), self.num_threads)
+        return self._sgd
 
     def _python_step(self, rows, labels) -> float:
         """The step with NumPy's BLAS for the first layer (dense inputs such as CIFAR-10)."""
@@ -375,10 +379,7 @@ class Trainer:
         """``network.accuracy`` on a registered dataset, in chunks over its nonzero lists."""
         x, labels, lists = self.eval_sets[name]
         if self._covered(len(x)) and x.dtype == self.x.dtype:
-            if self._sgd is None:
-                self._sgd = _core.SGDStep(self.W, self.b, self.x, self.lists, self.sigmoid, 100,
-                                          self.num_threads)
-            return self._sgd.count_correct(x, labels, lists) / float(len(x))
+            return self._compiled(1).count_correct(x, labels, lists) / float(len(x))
         correct = 0
         for s in range(0, len(x), self.EVAL_CHUNK):
             e = min(s + self.EVAL_CHUNK, len(x))
