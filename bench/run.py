@@ -198,6 +198,8 @@ def main(argv=None):
     ap.add_argument("--no-kernels", action="store_true", help="skip the kernel benchmarks")
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
     args = ap.parse_args(argv)
+    if args.repeats < 1 or args.iters < 1:
+        ap.error("--repeats and --iters must be at least 1")
 
     print(f"minidl benchmark, {datetime.date.today()}")
     print(machine())
