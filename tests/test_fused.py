@@ -115,19 +115,30 @@ def test_forward_with_two_threads_on_a_large_input(rng):
         assert_sum_close(out, ref, np.abs(x.astype(np.float64)), np.abs(W))
 
 
+def assert_csr_of(x, lists):
+    idx, val, ptr = lists
+    assert idx.dtype == np.int32 and val.dtype == x.dtype and ptr.dtype == np.int64
+    nonzero = x != 0  # NaN != 0 is True
+    _rows, cols = np.nonzero(nonzero)  # row by row, columns increasing
+    assert np.array_equal(ptr, np.concatenate([[0], np.cumsum(nonzero.sum(axis=1))]))
+    assert np.array_equal(idx, cols)
+    np.testing.assert_array_equal(val, x[nonzero])
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_nonzero_lists_are_the_csr_of_x(dtype, rng):
-    x = sparse_x(rng, 50, 45, 0.3, dtype)
-    x[0, 1] = -0.0  # a zero: skipped
-    x[2, 7] = np.nan  # not a zero: kept
+@pytest.mark.parametrize("width", [1, 3, 4, 5, 7, 8, 9, 15, 16, 17, 45, 50, 784])
+def test_nonzero_lists_are_the_csr_of_x(dtype, width, simd, rng):
+    x = sparse_x(rng, 50, width, 0.3, dtype)
+    x[0, 0] = -0.0  # a zero: skipped
+    x[2, width // 2] = np.nan  # not zeros: kept
+    x[3, width - 1] = -np.inf
+    x[4, 0] = np.finfo(dtype).tiny / 2  # subnormal: not a zero
     x[9] = 0
-    idx, val, ptr = _core.nonzero_lists(x)
-    assert idx.dtype == np.int32 and val.dtype == dtype and ptr.dtype == np.int64
-    assert ptr[0] == 0 and len(ptr) == 51
-    for i in range(50):
-        cols = np.flatnonzero(x[i] != 0)  # NaN != 0 is True
-        assert np.array_equal(idx[ptr[i]:ptr[i + 1]], cols)
-        np.testing.assert_array_equal(val[ptr[i]:ptr[i + 1]], x[i, cols])
+    x[10] = rng.random(width) + 0.5  # every entry
+    assert_csr_of(x, _core.nonzero_lists(x))
+    # inputs past 2**18 entries are listed in two passes (count, then fill)
+    big = np.tile(x, (1 + 2**18 // x.size, 1))
+    assert_csr_of(big, _core.nonzero_lists(big))
 
 
 def test_nan_in_the_input_propagates(simd):
