@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import _core
+
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _F32, _F64 = FLOAT_DTYPES
 _FLOAT_DTYPE_SET = frozenset(FLOAT_DTYPES)
@@ -66,7 +68,8 @@ def labels_as_indices(t, n: int, n_classes: int) -> np.ndarray:
         )
     if t.ndim != 1 or t.shape[0] != n:
         raise ValueError(f"labels: expected shape ({n},) for a batch of {n}, got {t.shape}")
-    if n and (t.min() < 0 or t.max() >= n_classes):
+    labels = np.ascontiguousarray(t, dtype=np.int64)  # (uint64 past int64's range: < 0)
+    if not _core.indices_in_range(labels, n_classes):
         bad = t[(t < 0) | (t >= n_classes)][0]
         raise ValueError(f"labels: class index {bad} out of range [0, {n_classes})")
-    return t.astype(np.int64, copy=False)
+    return labels

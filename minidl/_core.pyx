@@ -475,6 +475,17 @@ cdef inline void _spmmt(const int32_t* cptr, const int32_t* cidx, const xfloat* 
                             accumulate)
 
 
+def indices_in_range(const int64_t[::1] t, int64_t limit) -> bool:
+    """Whether every entry of ``t`` is in [0, limit) (class labels, before a kernel
+    indexes with them)."""
+    cdef Py_ssize_t i
+    cdef bint bad = False
+    with nogil:
+        for i in range(t.shape[0]):
+            bad = bad or t[i] < 0 or t[i] >= limit
+    return not bad
+
+
 def nonzero_fraction(const xfloat[:, ::1] x, Py_ssize_t max_rows=8) -> float:
     """Fraction of nonzeros in up to ``max_rows`` rows spread over ``x`` (an estimate)."""
     cdef Py_ssize_t n = x.shape[0], K = x.shape[1], m, r, i, k, nnz = 0

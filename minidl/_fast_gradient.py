@@ -60,21 +60,17 @@ def _prepare(net, x, t):
     """(step, x as 2-D, labels, one-hot?, affines, activations) or None."""
     if net.weight_decay_lambda or _backend.get_backend() != "cython":
         return None
-    plan = _plain_stack(net)
+    plan = _plan_of(net)
     if plan is None or not isinstance(x, np.ndarray) or x.ndim < 2:
         return None
-    affines, activations, sigmoid = plan
-    W = [a.W for a in affines]
-    b = [a.b for a in affines]
-    x2 = _sparse_rows(x, W[0], MAX_ENTRIES)
+    x2 = _sparse_rows(x, plan.params[0], MAX_ENTRIES)
     if x2 is None:
         return None
     n = len(x2)
-    labels, one_hot = _hard_labels(t, n, W[-1].shape[1])
+    labels, one_hot = _hard_labels(t, n, plan.n_classes)
     if labels is None:
         return None
-    step = _step_for(net, W, b, sigmoid, x.dtype, n)
-    return step, x2, labels, one_hot, affines, activations
+    return plan.step_for(x.dtype, n), x2, labels, one_hot, plan.affines, plan.activations
 
 
 def compiled_accuracy(net, x, t):
@@ -84,12 +80,10 @@ def compiled_accuracy(net, x, t):
     """
     if _backend.get_backend() != "cython" or not isinstance(x, np.ndarray) or x.ndim < 2:
         return None
-    plan = _plain_stack(net)
+    plan = _plan_of(net)
     if plan is None:
         return None
-    affines, _activations, sigmoid = plan
-    W = [a.W for a in affines]
-    x2 = _sparse_rows(x, W[0], None)  # any number of rows: counted in chunks
+    x2 = _sparse_rows(x, plan.params[0], None)  # any number of rows: counted in chunks
     if x2 is None:
         return None
     n = len(x2)
@@ -98,7 +92,7 @@ def compiled_accuracy(net, x, t):
         t = np.argmax(t, axis=1)  # as the book's accuracy
     if t.shape != (n,) or t.dtype.kind not in "iu":
         return None
-    step = _step_for(net, W, [a.b for a in affines], sigmoid, x.dtype, 1)
+    step = plan.step_for(x.dtype, 1)
     return step.count_correct(x2, np.ascontiguousarray(t, dtype=np.int64)) / float(n)
 
 
@@ -116,18 +110,69 @@ def _sparse_rows(x, W0, max_entries):
     return x2
 
 
-def _step_for(net, W, b, sigmoid, x_dtype, n):
-    """The network's compiled step for inputs of ``x_dtype``, batches up to ``n``."""
-    step = getattr(net, "_compiled_step", None)
-    params = (*W, *b)
-    if (step is None or step.batch_size < n or step.x_dtype != x_dtype
-            or step.sigmoid != sigmoid or len(step.param_arrays) != len(params)
-            or any(p is not q for p, q in zip(step.param_arrays, params))
-            or step.sizes != (W[0].shape[0], *(w.shape[1] for w in W))):  # reshaped in place
-        step = _core.SGDStep(W, b, np.empty((0, W[0].shape[0]), dtype=x_dtype), None, sigmoid,
-                             max(n, 100), _backend.STEP_THREADS)
-        net._compiled_step = step
-    return step
+class _Plan:
+    """A network's plain stack as ``_plain_stack`` found it, and its compiled pass.
+
+    Kept on the network (``net._compiled_plan``) so that the next call checks in
+    a few identity tests (``still_holds``) what finding it took: the same layers
+    dict holding the same layers and last layer, the same W and b arrays in the
+    affine layers, with the shapes, strides and dtypes they had (arrays can be
+    reshaped in place). Anything else and the stack is examined afresh.
+    """
+
+    __slots__ = (
+        "activations",
+        "affines",
+        "last",
+        "layers",
+        "layout",
+        "n_classes",
+        "params",
+        "sigmoid",
+        "step",
+        "values",
+    )
+
+    def __init__(self, net, affines, activations, sigmoid):
+        self.layers, self.values, self.last = net.layers, tuple(net.layers.values()), net.lastLayer
+        self.affines, self.activations, self.sigmoid = affines, activations, sigmoid
+        self.params = tuple(p for a in affines for p in (a.W, a.b))  # W1, b1, W2, ...
+        self.layout = _layout(self.params)
+        self.n_classes = affines[-1].W.shape[1]
+        self.step = None
+
+    def still_holds(self, net):
+        return (net.layers is self.layers and net.lastLayer is self.last
+                and tuple(self.layers.values()) == self.values  # layers compare by identity
+                and all(a.W is W and a.b is b
+                        for a, W, b in zip(self.affines, self.params[0::2], self.params[1::2]))
+                and _layout(self.params) == self.layout)
+
+    def step_for(self, x_dtype, n):
+        """The compiled pass for inputs of ``x_dtype``, with buffers for ``n`` rows."""
+        step = self.step
+        if step is None or step.batch_size < n or step.x_dtype != x_dtype:
+            W, b = list(self.params[0::2]), list(self.params[1::2])
+            step = _core.SGDStep(W, b, np.empty((0, W[0].shape[0]), dtype=x_dtype), None,
+                                 self.sigmoid, max(n, 100), _backend.STEP_THREADS)
+            self.step = step
+        return step
+
+
+def _layout(params):
+    return tuple((p.shape, p.strides, p.dtype) for p in params)
+
+
+def _plan_of(net):
+    """The network's ``_Plan`` (kept from the last call while it still holds), or None
+    when the network is not a plain stack."""
+    plan = net.__dict__.get("_compiled_plan")
+    if plan is not None and plan.still_holds(net):
+        return plan
+    stack = _plain_stack(net)
+    plan = None if stack is None else _Plan(net, *stack)
+    net._compiled_plan = plan
+    return plan
 
 
 def _leave_layers(net, x, t, loss, run):
@@ -193,4 +238,4 @@ def _hard_labels(t, n, n_classes):
         if not (np.all((rows == 0) | (rows == 1)) and np.all(rows.sum(axis=1) == 1)):
             return None, False
         return rows.argmax(axis=1).astype(np.int64), True
-    return np.ascontiguousarray(labels_as_indices(t, n, n_classes)), False
+    return labels_as_indices(t, n, n_classes), False

@@ -72,7 +72,7 @@ class _LayerNet:
     def __getstate__(self):
         # copies and pickles leave out the compiled pass's buffers (rebuilt on use)
         state = self.__dict__.copy()
-        state.pop("_compiled_step", None)
+        state.pop("_compiled_plan", None)
         return state
 
     @property

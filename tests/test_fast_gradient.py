@@ -227,7 +227,7 @@ def test_networks_still_copy_and_pickle_after_a_compiled_pass(rng):
     net = TwoLayerNet(64, 20, 6)
     grads = net.gradient(x, t)
     for clone in (copy.deepcopy(net), pickle.loads(pickle.dumps(net))):
-        assert not hasattr(clone, "_compiled_step")
+        assert not hasattr(clone, "_compiled_plan")
         again = clone.gradient(x, t)  # its own arrays, its own compiled pass
         np.testing.assert_array_equal(again["W1"], grads["W1"])
         clone.params["W1"] += 1
@@ -258,7 +258,7 @@ def test_a_rebuilt_stack_gets_a_new_compiled_pass(rng, monkeypatch):
         deeper.params[key] = net.params[key]
         deeper.layers[f"Affine{key[1]}"].__dict__[key[0]] = net.params[key]
     deeper.gradient(x, t)
-    assert len(deeper._compiled_step.param_arrays) == 6
+    assert len(deeper._compiled_plan.step.param_arrays) == 6
     ref = layer_path(deeper, x, t, monkeypatch)
     got = deeper.gradient(x, t)
     for key in ref:
@@ -269,7 +269,7 @@ def test_parameters_reshaped_in_place_get_a_new_compiled_pass(rng, monkeypatch):
     x, t = sparse_batch(rng)
     net = ThreeLayerNet(64, 20, 20, 6)
     net.gradient(x, t)
-    assert net._compiled_step.sizes == (64, 20, 20, 6)  # what its buffers were made for
+    assert net._compiled_plan.step.sizes == (64, 20, 20, 6)  # what its buffers were made for
     W1 = net.params["W1"]
     W1.shape = (32, 40)  # in place: same object, other shape
     assert _fast_gradient.compiled_gradient(net, x, t) is None  # shapes no longer chain

@@ -140,6 +140,11 @@ def test_softmax_with_loss_refuses_bad_labels(backend):
         layer.forward(x, np.array([0, 4, 1]))
     with pytest.raises(ValueError, match="out of range"):
         layer.forward(x, np.array([0, -1, 1]))
+    with pytest.raises(ValueError, match="index 9223372036854775813 out of range"):
+        layer.forward(x, np.array([0, 2**63 + 5, 1], dtype=np.uint64))  # < 0 as int64
+    for kind in (np.uint8, np.int32, np.int64):  # every integer dtype, any strides
+        layer.forward(x, np.array([3, 0, 1, 1, 2, 0], dtype=kind)[::2])
+        assert layer.labels.dtype == np.int64 and list(layer.labels) == [3, 1, 2]
     with pytest.raises(ValueError, match=r"expected shape \(3,\)"):
         layer.forward(x, np.array([0, 1]))
     with pytest.raises(TypeError, match="integer class indices"):
