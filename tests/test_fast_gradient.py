@@ -278,3 +278,45 @@ def test_parameters_reshaped_in_place_get_a_new_compiled_pass(rng, monkeypatch):
     got = net.gradient(x, t)
     for key in ref:
         np.testing.assert_allclose(got[key], ref[key], rtol=1e-11, atol=1e-13)
+
+
+def test_the_kept_stack_follows_what_students_change(rng, monkeypatch):
+    from minidl.layers import Affine, Sigmoid, SoftmaxWithLoss
+
+    x, t = sparse_batch(rng)
+    net = TwoLayerNet(64, 20, 6, weight_init_std=0.3)
+
+    def check():
+        got = net.gradient(x, t)
+        ref = layer_path(net, x, t, monkeypatch)
+        for key in ref:
+            np.testing.assert_allclose(got[key], ref[key], rtol=1e-11, atol=1e-13)
+
+    check()
+    first = net._compiled_plan
+    check()
+    assert net._compiled_plan is first  # nothing changed: kept
+    # a new W array in the layer (the book keeps layers and params apart)
+    net.layers["Affine1"].W = 0.3 * rng.standard_normal((64, 20))
+    check()
+    assert net._compiled_plan is not first
+    # a new layer object in the dict, of another kind
+    net.layers["Relu1"] = Sigmoid()
+    check()
+    assert net._compiled_plan.sigmoid
+    # a new last layer, then one that is not minidl's
+    net.lastLayer = SoftmaxWithLoss()
+    check()
+    assert net._compiled_plan.last is net.lastLayer
+
+    class MySoftmax(SoftmaxWithLoss):
+        pass
+
+    net.lastLayer = MySoftmax()
+    assert _fast_gradient.compiled_gradient(net, x, t) is None
+    net.lastLayer = SoftmaxWithLoss()
+    # a bias changed to float32 in place of the float64 one: not a plain stack
+    net.layers["Affine2"].b = net.layers["Affine2"].b.astype(np.float32)
+    assert _fast_gradient.compiled_gradient(net, x, t) is None
+    net.layers["Affine2"] = Affine(net.params["W2"], net.params["b2"])
+    check()
