@@ -151,6 +151,8 @@ cdef extern from "_vmath.h" nogil:
     void minidl_vmath_init(int isa)
     void minidl_sigmoid_f64(const double* x, double* out, Py_ssize_t n)
     void minidl_sigmoid_f32(const float* x, float* out, Py_ssize_t n)
+    void minidl_exp_shifted_f64(const double* x, double m, double* out, Py_ssize_t n)
+    void minidl_exp_shifted_f32(const float* x, float m, float* out, Py_ssize_t n)
 
 
 cdef inline void _sigmoid_forward(const floating* x, floating* out, Py_ssize_t n) noexcept nogil:
@@ -229,9 +231,12 @@ cdef void _softmax_cross_entropy_forward(
         for j in range(1, c):
             if xi[j] > m:
                 m = xi[j]
+        if floating is double:  # yi = exp(xi - m), on vectors (_vmath.h)
+            minidl_exp_shifted_f64(xi, m, yi, c)
+        else:
+            minidl_exp_shifted_f32(xi, m, yi, c)
         s = 0
         for j in range(c):
-            yi[j] = exp(xi[j] - m)
             s += yi[j]
         for j in range(c):
             yi[j] = yi[j] / s

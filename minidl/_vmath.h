@@ -1,4 +1,5 @@
-/* minidl/_vmath.h: the sigmoid over arrays, four lanes at a time, for minidl._core.
+/* minidl/_vmath.h: the sigmoid and softmax's exp over arrays, four lanes at a time,
+ * for minidl._core.
  *
  * sigmoid(v) = 1 / (1 + e) for v >= 0 and e / (1 + e) for v < 0, with
  * e = exp(-|v|) <= 1: the two-branch form of _core's scalar _sigmoid, so that
@@ -40,6 +41,19 @@ static void mdl_sigmoid_plain_f32(const float *x, float *out, Py_ssize_t n)
 {
     for (Py_ssize_t i = 0; i < n; i++)
         out[i] = (float)mdl_sigmoid_scalar(x[i]);
+}
+
+/* softmax's shifted exp, as _core's scalar loop computed it (exp in double) */
+static void mdl_exp_shifted_plain_f64(const double *x, double m, double *out, Py_ssize_t n)
+{
+    for (Py_ssize_t i = 0; i < n; i++)
+        out[i] = exp(x[i] - m);
+}
+
+static void mdl_exp_shifted_plain_f32(const float *x, float m, float *out, Py_ssize_t n)
+{
+    for (Py_ssize_t i = 0; i < n; i++)
+        out[i] = (float)exp((double)(x[i] - m));
 }
 
 #if defined(__GNUC__)
@@ -123,6 +137,53 @@ ATTR static void mdl_sigmoid_f32_##SUF(const float *x, float *out, Py_ssize_t n)
         }                                                                                \
     }                                                                                    \
     mdl_sigmoid_plain_f32(x + i, out + i, n - i);                                        \
+}                                                                                        \
+/* out[j] = exp(x[j] - m) (softmax's shifted exp: m >= every x[j], so the arguments */    \
+/* are <= 0); blocks with an argument below -708 or NaN take libm's exp, and a      */    \
+/* row's last block overlaps the one before rather than falling to scalar code.    */    \
+ATTR static void mdl_exp_shifted_f64_##SUF(const double *x, double m, double *out,       \
+                                           Py_ssize_t n)                                 \
+{                                                                                        \
+    for (Py_ssize_t i = 0; i < n; i += 4) {                                              \
+        Py_ssize_t s = i + 4 <= n ? i : n - 4;                                           \
+        mdl_v4d v, e;                                                                    \
+        if (s < 0) {                                                                     \
+            mdl_exp_shifted_plain_f64(x, m, out, n);                                     \
+            return;                                                                      \
+        }                                                                                \
+        memcpy(&v, x + s, sizeof v);                                                     \
+        v = v - m;                                                                       \
+        mdl_v4l ok = v >= -708.0; /* false for NaN */                                    \
+        if (ok[0] & ok[1] & ok[2] & ok[3]) {                                             \
+            e = mdl_vexp_##SUF(v);                                                       \
+            memcpy(out + s, &e, sizeof e);                                               \
+        } else {                                                                         \
+            mdl_exp_shifted_plain_f64(x + s, m, out + s, 4);                             \
+        }                                                                                \
+    }                                                                                    \
+}                                                                                        \
+ATTR static void mdl_exp_shifted_f32_##SUF(const float *x, float m, float *out,          \
+                                           Py_ssize_t n)                                 \
+{                                                                                        \
+    for (Py_ssize_t i = 0; i < n; i += 4) {                                              \
+        Py_ssize_t s = i + 4 <= n ? i : n - 4;                                           \
+        mdl_v4f vf;                                                                      \
+        mdl_v4d v, e;                                                                    \
+        if (s < 0) {                                                                     \
+            mdl_exp_shifted_plain_f32(x, m, out, n);                                     \
+            return;                                                                      \
+        }                                                                                \
+        memcpy(&vf, x + s, sizeof vf);                                                   \
+        v = __builtin_convertvector(vf - m, mdl_v4d); /* the difference in float */     \
+        mdl_v4l ok = v >= -708.0;                                                        \
+        if (ok[0] & ok[1] & ok[2] & ok[3]) {                                             \
+            e = mdl_vexp_##SUF(v);                                                       \
+            vf = __builtin_convertvector(e, mdl_v4f);                                    \
+            memcpy(out + s, &vf, sizeof vf);                                             \
+        } else {                                                                         \
+            mdl_exp_shifted_plain_f32(x + s, m, out + s, 4);                             \
+        }                                                                                \
+    }                                                                                    \
 }
 
 /* 32-byte vectors passed between these static functions of one file: GCC's note
@@ -138,24 +199,34 @@ MDL_DEFINE_VEXP(avx2, __attribute__((target("avx2,fma"))))
 
 typedef void (*mdl_sigmoid_f64_t)(const double *, double *, Py_ssize_t);
 typedef void (*mdl_sigmoid_f32_t)(const float *, float *, Py_ssize_t);
+typedef void (*mdl_exp_shifted_f64_t)(const double *, double, double *, Py_ssize_t);
+typedef void (*mdl_exp_shifted_f32_t)(const float *, float, float *, Py_ssize_t);
 static mdl_sigmoid_f64_t minidl_sigmoid_f64 = mdl_sigmoid_plain_f64;
 static mdl_sigmoid_f32_t minidl_sigmoid_f32 = mdl_sigmoid_plain_f32;
+static mdl_exp_shifted_f64_t minidl_exp_shifted_f64 = mdl_exp_shifted_plain_f64;
+static mdl_exp_shifted_f32_t minidl_exp_shifted_f32 = mdl_exp_shifted_plain_f32;
 
 /* isa: 0 plain C, 1 the baseline vectors, 2 AVX2+FMA when the CPU has them. */
 static void minidl_vmath_init(int isa)
 {
     minidl_sigmoid_f64 = mdl_sigmoid_plain_f64;
     minidl_sigmoid_f32 = mdl_sigmoid_plain_f32;
+    minidl_exp_shifted_f64 = mdl_exp_shifted_plain_f64;
+    minidl_exp_shifted_f32 = mdl_exp_shifted_plain_f32;
 #if defined(__GNUC__)
     if (isa < 1)
         return;
     minidl_sigmoid_f64 = mdl_sigmoid_f64_base;
     minidl_sigmoid_f32 = mdl_sigmoid_f32_base;
+    minidl_exp_shifted_f64 = mdl_exp_shifted_f64_base;
+    minidl_exp_shifted_f32 = mdl_exp_shifted_f32_base;
 #if defined(__x86_64__)
     __builtin_cpu_init();
     if (isa >= 2 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
         minidl_sigmoid_f64 = mdl_sigmoid_f64_avx2;
         minidl_sigmoid_f32 = mdl_sigmoid_f32_avx2;
+        minidl_exp_shifted_f64 = mdl_exp_shifted_f64_avx2;
+        minidl_exp_shifted_f32 = mdl_exp_shifted_f32_avx2;
     }
 #endif
 #else

@@ -220,3 +220,32 @@ def test_sigmoid_on_vectors_is_within_a_few_ulp_everywhere(level, dtype, rng):
     ulp = np.spacing(ref[ok].astype(dtype)).astype(np.float64)
     err = np.abs(out[ok].astype(np.float64) - ref[ok]) / np.maximum(ulp, np.finfo(dtype).tiny)
     assert err.max() <= 4, f"{err.max():.1f} ulp at {x[ok][err.argmax()]}"
+
+
+@pytest.mark.parametrize("level", ["best", "baseline", "scalar"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("width", [1, 3, 4, 5, 8, 10, 13])
+def test_softmax_exp_on_vectors_is_within_a_few_ulp(level, dtype, width, rng):
+    from minidl import _core
+
+    x = (30 * rng.standard_normal((200, width))).astype(dtype)
+    x[:20] *= 40  # shifted arguments far below -708: exp underflows to 0
+    x[20, 0] = -np.inf
+    x[21, -1] = np.inf
+    x[22, width // 2] = np.nan
+    labels = rng.integers(0, width, 200).astype(np.int64)
+    y, row_loss = np.empty_like(x), np.empty(200, dtype)
+    _core.use_simd(level)
+    try:
+        with np.errstate(all="ignore"):
+            _core.softmax_cross_entropy_forward(x, labels, y, row_loss)
+    finally:
+        _core.use_simd("best")
+    with np.errstate(all="ignore"):  # the book's formula, in float64
+        e = np.exp((x - x.max(axis=1, keepdims=True)).astype(np.float64))
+        ref = e / e.sum(axis=1, keepdims=True)
+    assert np.array_equal(np.isnan(y), np.isnan(ref)), "NaN where the formula gives NaN"
+    ok = ~np.isnan(ref)
+    ulp = np.spacing(ref[ok].astype(dtype)).astype(np.float64)
+    err = np.abs(y[ok].astype(np.float64) - ref[ok]) / np.maximum(ulp, np.finfo(dtype).tiny)
+    assert err.max() <= 6, f"{err.max():.1f} ulp"
