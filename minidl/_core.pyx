@@ -767,9 +767,12 @@ cdef struct StepPlan:
     void* dz  # (n, max hidden width) gradient at a layer's output
     void* dx  # (n, max hidden width) gradient at its input
     void* WT  # a transposed weight matrix (layers above the first)
-    int32_t* cptr  # column lists (CSC) of a layer's input, for dW = x.T @ dz
+    int32_t* cptr  # column lists (CSC) of a hidden layer's input, for dW = x.T @ dz
     int32_t* cidx
     void* cval
+    int32_t* cptr0  # the first layer's (built beside its forward product)
+    int32_t* cidx0
+    void* cval0
     void* y  # (n, classes) softmax output
     void* gW[MAX_LAYERS_]  # where gradient() writes dW and db
     void* gb[MAX_LAYERS_]
@@ -781,28 +784,43 @@ cdef struct StepPlan:
     const int64_t* d_ptr
 
 
+cdef inline void _copy_lists(StepPlan* p, const int64_t* rows, Py_ssize_t i0, Py_ssize_t i1,
+                             xfloat* val) noexcept nogil:
+    """Copy the dataset's lists of batch rows i0..i1 to where p.inp[0].ptr puts them,
+    asking for the lists a few rows ahead early (they are in DRAM)."""
+    cdef Py_ssize_t i
+    cdef int64_t r, cnt
+    cdef Lists* out = &p.inp[0]
+    cdef const xfloat* d_val = <const xfloat*>p.d_val
+    for i in range(i0, min(i0 + 4, i1)):
+        minidl_prefetch_list(p.d_idx, p.d_val, sizeof(xfloat), p.d_ptr, rows[i])
+    for i in range(i0, i1):
+        if i + 4 < i1:
+            minidl_prefetch_list(p.d_idx, p.d_val, sizeof(xfloat), p.d_ptr, rows[i + 4])
+        r = rows[i]
+        cnt = p.d_ptr[r + 1] - p.d_ptr[r]
+        memcpy(out.idx + out.ptr[i], p.d_idx + p.d_ptr[r], cnt * sizeof(int32_t))
+        memcpy(val + out.ptr[i], d_val + p.d_ptr[r], cnt * sizeof(xfloat))
+
+
 cdef inline void _batch_lists(StepPlan* p, const int64_t* rows, Py_ssize_t n,
                               const xfloat* x) noexcept nogil:
     """The first layer's input lists: the batch's rows of the dataset."""
-    cdef Py_ssize_t i, K = p.sizes[0]
-    cdef int64_t r, cnt
+    cdef Py_ssize_t i, t, nt, K = p.sizes[0]
+    cdef int64_t r
     cdef Lists* out = &p.inp[0]
     cdef xfloat* val = <xfloat*>out.val
-    cdef const xfloat* d_val = <const xfloat*>p.d_val
     out.ptr[0] = 0
     if p.d_idx == NULL:  # scan the rows (ldx 0: each call reads one row)
         for i in range(n):
             _nz(x + rows[i] * K, 0, i, i + 1, K, out.idx, val, out.ptr)
         return
-    for i in range(n):  # copy the rows' lists, asking for the ones ahead early
-        if i + 4 < n:
-            r = rows[i + 4]
-            minidl_prefetch_list(p.d_idx, p.d_val, sizeof(xfloat), p.d_ptr, r)
+    for i in range(n):  # where each row's list goes, then the copies, split between threads
         r = rows[i]
-        cnt = p.d_ptr[r + 1] - p.d_ptr[r]
-        memcpy(out.idx + out.ptr[i], p.d_idx + p.d_ptr[r], cnt * sizeof(int32_t))
-        memcpy(val + out.ptr[i], d_val + p.d_ptr[r], cnt * sizeof(xfloat))
-        out.ptr[i + 1] = out.ptr[i] + cnt
+        out.ptr[i + 1] = out.ptr[i] + (p.d_ptr[r + 1] - p.d_ptr[r])
+    nt = _step_threads(p, n)
+    for t in prange(nt, num_threads=nt, schedule="static"):
+        _copy_lists(p, rows, t * n // nt, (t + 1) * n // nt, val)
 
 
 cdef inline Py_ssize_t _step_threads(StepPlan* p, Py_ssize_t n) noexcept nogil:
@@ -810,22 +828,51 @@ cdef inline Py_ssize_t _step_threads(StepPlan* p, Py_ssize_t n) noexcept nogil:
     return max(<Py_ssize_t>1, min(<Py_ssize_t>p.n_threads, n // 32))
 
 
+cdef enum:
+    FIRST_CHUNKS = 10  # pieces of the first layer's product shared out between threads
+
+
+cdef void _first_product(StepPlan* p, Py_ssize_t n, const floating* W0, const xfloat* x0,
+                         bint columns) noexcept nogil:
+    """act[0] = the first layer's product, its rows split between the threads; with
+    ``columns``, also the column lists of its input (p.cptr0...) for the weight
+    gradient: one thread builds them while the others start on the product, then
+    joins in (each piece of rows is computed whole by one thread: the same sums
+    whatever the thread count)."""
+    cdef Py_ssize_t nt = _step_threads(p, n), t, c, K = p.sizes[0], H = p.sizes[1]
+    cdef Lists* inp = &p.inp[0]
+    cdef floating* a = <floating*>p.act[0]
+    if columns and nt > 1:
+        with parallel(num_threads=nt):
+            if threadid() == 0:
+                _csc(inp.idx, <const xfloat*>inp.val, inp.ptr, NULL, n, K, p.cptr0, p.cidx0,
+                     <xfloat*>p.cval0)
+            for c in prange(FIRST_CHUNKS, schedule="dynamic"):
+                _spmm(NULL, c * n // FIRST_CHUNKS, (c + 1) * n // FIRST_CHUNKS, inp.idx,
+                      <const xfloat*>inp.val, inp.ptr, W0, H, H, <const floating*>p.b[0], a, H)
+        return
+    if columns:
+        _csc(inp.idx, <const xfloat*>inp.val, inp.ptr, NULL, n, K, p.cptr0, p.cidx0,
+             <xfloat*>p.cval0)
+    for t in prange(nt, num_threads=nt, schedule="static"):
+        _spmm(NULL, t * n // nt, (t + 1) * n // nt, inp.idx, <const xfloat*>inp.val,
+              inp.ptr, W0, H, H, <const floating*>p.b[0], a, H)
+
+
 cdef void _step_forward(StepPlan* p, Py_ssize_t n, const floating* W0,
-                        const xfloat* x0) noexcept nogil:
-    """act[l] for every layer, from the first layer's lists in p.inp[0]."""
+                        const xfloat* x0, bint columns) noexcept nogil:
+    """act[l] for every layer, from the first layer's lists in p.inp[0] (with
+    ``columns``, the first layer's column lists too: see _first_product)."""
     cdef int l, L = p.n_layers
-    cdef Py_ssize_t K, H, t, nt
+    cdef Py_ssize_t K, H
     cdef floating* a
     cdef Lists* inp
     for l in range(L):
         K, H = p.sizes[l], p.sizes[l + 1]
         a = <floating*>p.act[l]
         inp = &p.inp[l]
-        if l == 0:  # the big product: its rows split between the threads
-            nt = _step_threads(p, n)
-            for t in prange(nt, num_threads=nt, schedule="static"):
-                _spmm(NULL, t * n // nt, (t + 1) * n // nt, inp.idx, <const xfloat*>inp.val,
-                      inp.ptr, W0, H, H, <const floating*>p.b[0], a, H)
+        if l == 0:
+            _first_product(p, n, W0, x0, columns)
         else:
             inp.ptr[0] = 0
             _nz(<const floating*>p.act[l - 1], K, 0, n, K, inp.idx, <floating*>inp.val,
@@ -904,18 +951,16 @@ cdef void _step_backward(StepPlan* p, Py_ssize_t n, floating lr, bint update, fl
         dx = tmp
 
     K, H = p.sizes[0], p.sizes[1]
-    inp = &p.inp[0]
     b = <floating*>p.b[0]
-    _csc(inp.idx, <const xfloat*>inp.val, inp.ptr, NULL, n, K, p.cptr, p.cidx,
-         <xfloat*>p.cval)
-    # the big product: W's rows split between the threads
+    # the big product, over the column lists built in the forward pass (p.cptr0...):
+    # W's rows split between the threads
     nt = _step_threads(p, n)
     for t in prange(nt, num_threads=nt, schedule="static"):
         if update:
-            _spmmt(p.cptr, p.cidx, <const xfloat*>p.cval, t * K // nt, (t + 1) * K // nt,
+            _spmmt(p.cptr0, p.cidx0, <const xfloat*>p.cval0, t * K // nt, (t + 1) * K // nt,
                    <const floating*>dz, H, H, W0, H, -lr, 1)
         else:
-            _spmmt(p.cptr, p.cidx, <const xfloat*>p.cval, t * K // nt, (t + 1) * K // nt,
+            _spmmt(p.cptr0, p.cidx0, <const xfloat*>p.cval0, t * K // nt, (t + 1) * K // nt,
                    <const floating*>dz, H, H, <floating*>p.gW[0], H, 1, 0)
     if update:
         _column_sums(dz, n, H, db)
@@ -926,12 +971,13 @@ cdef void _step_backward(StepPlan* p, Py_ssize_t n, floating lr, bint update, fl
 
 
 cdef double _forward_loss(StepPlan* p, const int64_t* labels, Py_ssize_t n, floating* W0,
-                          const xfloat* x) noexcept nogil:
-    """Forward from the first layer's lists: p.y holds the softmax; returns the mean loss."""
+                          const xfloat* x, bint columns) noexcept nogil:
+    """Forward from the first layer's lists: p.y holds the softmax; returns the mean loss.
+    ``columns``: build the first layer's column lists too (for a backward pass)."""
     cdef int L = p.n_layers
     cdef Py_ssize_t i
     cdef double loss = 0
-    _step_forward(p, n, <const floating*>W0, x)
+    _step_forward(p, n, <const floating*>W0, x, columns)
     _softmax_cross_entropy_forward(<const floating*>p.act[L - 1], labels, n, p.sizes[L],
                                    <floating*>p.y, <floating*>p.row_loss)
     for i in range(n):
@@ -941,8 +987,9 @@ cdef double _forward_loss(StepPlan* p, const int64_t* labels, Py_ssize_t n, floa
 
 cdef double _loss_and_gradient(StepPlan* p, const int64_t* labels, Py_ssize_t n, floating* W0,
                                const xfloat* x) noexcept nogil:
-    """The mean loss, and p.dz = its gradient with respect to the scores."""
-    cdef double loss = _forward_loss(p, labels, n, W0, x)
+    """The mean loss, and p.dz = its gradient with respect to the scores (the forward
+    pass builds the first layer's column lists for the backward pass)."""
+    cdef double loss = _forward_loss(p, labels, n, W0, x, True)
     _softmax_cross_entropy_backward(<const floating*>p.y, labels, n, p.sizes[p.n_layers], 1.0,
                                     <floating*>p.dz)
     return loss
@@ -954,7 +1001,7 @@ cdef double _sgd_step(StepPlan* p, const int64_t* rows, const int64_t* labels, P
     _batch_lists(p, rows, n, x)
     _loss_and_gradient(p, labels, n, W0, x)
     _step_backward(p, n, <floating>lr, True, W0, x)
-    return _forward_loss(p, labels, n, W0, x)  # with the updated parameters
+    return _forward_loss(p, labels, n, W0, x, False)  # with the updated parameters
 
 
 cdef double _gradient(StepPlan* p, const xfloat* xb, const int64_t* labels, Py_ssize_t n,
@@ -964,9 +1011,10 @@ cdef double _gradient(StepPlan* p, const xfloat* xb, const int64_t* labels, Py_s
     cdef double loss
     p.inp[0].ptr[0] = 0
     _nz(xb, p.sizes[0], 0, n, p.sizes[0], p.inp[0].idx, <xfloat*>p.inp[0].val, p.inp[0].ptr)
+    if not backward:
+        return _forward_loss(p, labels, n, W0, xb, False)
     loss = _loss_and_gradient(p, labels, n, W0, xb)
-    if backward:
-        _step_backward(p, n, <floating>0, False, W0, xb)
+    _step_backward(p, n, <floating>0, False, W0, xb)
     return loss
 
 
@@ -991,7 +1039,7 @@ cdef Py_ssize_t _count_correct(StepPlan* p, const xfloat* x, Py_ssize_t M,
             inp.idx = <int32_t*>li
             inp.val = <void*>lv
             inp.ptr = <int64_t*>(lp + s)
-        _step_forward(p, n, <const floating*>W0, x)
+        _step_forward(p, n, <const floating*>W0, x, False)
         scores = <const floating*>p.act[p.n_layers - 1]
         for i in range(n):
             best = 0
@@ -1061,7 +1109,7 @@ cdef class SGDStep:
     def __init__(self, list W, list b, x, tuple lists, bint sigmoid, Py_ssize_t batch_size,
                  int num_threads=1):
         cdef int L = len(W), l
-        cdef Py_ssize_t hmax, kmax, wt
+        cdef Py_ssize_t hmax, wt
         cdef StepPlan* p
         if not 1 <= L <= MAX_LAYERS_ or len(b) != L:
             raise ValueError(f"SGDStep: 1 to {MAX_LAYERS} layers with a bias each, got "
@@ -1100,7 +1148,6 @@ cdef class SGDStep:
             p.sizes[l] = sizes[l]
         n = batch_size
         hmax = max(sizes[1:])
-        kmax = max(sizes[:L])
         wt = max([sizes[l] * sizes[l + 1] for l in range(1, L)] or [1])
         self.activations = []
         self.param_arrays = tuple(W) + tuple(b)
@@ -1123,9 +1170,12 @@ cdef class SGDStep:
         p.dz = _data(self.keep, np.empty(n * hmax, dtype=dtype))
         p.dx = _data(self.keep, np.empty(n * hmax, dtype=dtype))
         p.WT = _data(self.keep, np.empty(wt, dtype=dtype))
-        p.cptr = <int32_t*>_data(self.keep, np.empty(kmax + 1, dtype=np.int32))
-        p.cidx = <int32_t*>_data(self.keep, np.empty(n * kmax + 1, dtype=np.int32))
-        p.cval = _data(self.keep, np.empty(n * kmax + 1, dtype=np.float64))  # either dtype
+        p.cptr0 = <int32_t*>_data(self.keep, np.empty(sizes[0] + 1, dtype=np.int32))
+        p.cidx0 = <int32_t*>_data(self.keep, np.empty(n * sizes[0] + 1, dtype=np.int32))
+        p.cval0 = _data(self.keep, np.empty(n * sizes[0] + 1, dtype=xdtype))
+        p.cptr = <int32_t*>_data(self.keep, np.empty(hmax + 1, dtype=np.int32))
+        p.cidx = <int32_t*>_data(self.keep, np.empty(n * hmax + 1, dtype=np.int32))
+        p.cval = _data(self.keep, np.empty(n * hmax + 1, dtype=dtype))
         self.probabilities = np.empty((n, sizes[L]), dtype=dtype)
         p.y = _data(self.keep, self.probabilities)
         p.row_loss = _data(self.keep, np.empty(max(n, hmax), dtype=dtype))  # also db
