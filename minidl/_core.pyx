@@ -829,34 +829,33 @@ cdef inline Py_ssize_t _step_threads(StepPlan* p, Py_ssize_t n) noexcept nogil:
 
 
 cdef enum:
-    FIRST_CHUNKS = 10  # pieces of the first layer's product shared out between threads
+    PIECES = 10  # pieces of the first layer's products shared out between threads
 
 
 cdef void _first_product(StepPlan* p, Py_ssize_t n, const floating* W0, const xfloat* x0,
                          bint columns) noexcept nogil:
-    """act[0] = the first layer's product, its rows split between the threads; with
-    ``columns``, also the column lists of its input (p.cptr0...) for the weight
-    gradient: one thread builds them while the others start on the product, then
-    joins in (each piece of rows is computed whole by one thread: the same sums
-    whatever the thread count)."""
-    cdef Py_ssize_t nt = _step_threads(p, n), t, c, K = p.sizes[0], H = p.sizes[1]
+    """act[0] = the first layer's product, its rows shared out between the threads in
+    pieces (rows differ in their counts of nonzeros); with ``columns``, also the column
+    lists of its input (p.cptr0...) for the weight gradient, built by one thread while
+    the others start on the product. Each row is computed whole by one thread: the
+    same sums whatever the thread count."""
+    cdef Py_ssize_t nt = _step_threads(p, n), c, K = p.sizes[0], H = p.sizes[1]
     cdef Lists* inp = &p.inp[0]
     cdef floating* a = <floating*>p.act[0]
-    if columns and nt > 1:
-        with parallel(num_threads=nt):
-            if threadid() == 0:
-                _csc(inp.idx, <const xfloat*>inp.val, inp.ptr, NULL, n, K, p.cptr0, p.cidx0,
-                     <xfloat*>p.cval0)
-            for c in prange(FIRST_CHUNKS, schedule="dynamic"):
-                _spmm(NULL, c * n // FIRST_CHUNKS, (c + 1) * n // FIRST_CHUNKS, inp.idx,
-                      <const xfloat*>inp.val, inp.ptr, W0, H, H, <const floating*>p.b[0], a, H)
+    if nt == 1:
+        if columns:
+            _csc(inp.idx, <const xfloat*>inp.val, inp.ptr, NULL, n, K, p.cptr0, p.cidx0,
+                 <xfloat*>p.cval0)
+        _spmm(NULL, 0, n, inp.idx, <const xfloat*>inp.val, inp.ptr, W0, H, H,
+              <const floating*>p.b[0], a, H)
         return
-    if columns:
-        _csc(inp.idx, <const xfloat*>inp.val, inp.ptr, NULL, n, K, p.cptr0, p.cidx0,
-             <xfloat*>p.cval0)
-    for t in prange(nt, num_threads=nt, schedule="static"):
-        _spmm(NULL, t * n // nt, (t + 1) * n // nt, inp.idx, <const xfloat*>inp.val,
-              inp.ptr, W0, H, H, <const floating*>p.b[0], a, H)
+    with parallel(num_threads=nt):
+        if columns and threadid() == 0:
+            _csc(inp.idx, <const xfloat*>inp.val, inp.ptr, NULL, n, K, p.cptr0, p.cidx0,
+                 <xfloat*>p.cval0)
+        for c in prange(PIECES, schedule="dynamic"):
+            _spmm(NULL, c * n // PIECES, (c + 1) * n // PIECES, inp.idx,
+                  <const xfloat*>inp.val, inp.ptr, W0, H, H, <const floating*>p.b[0], a, H)
 
 
 cdef void _step_forward(StepPlan* p, Py_ssize_t n, const floating* W0,
@@ -905,7 +904,7 @@ cdef void _step_backward(StepPlan* p, Py_ssize_t n, floating lr, bint update, fl
     p.gW and p.gb and the parameters are left alone.
     """
     cdef int l, L = p.n_layers
-    cdef Py_ssize_t K, H, i, j, t, nt
+    cdef Py_ssize_t K, H, i, j, t, nt, k0, k1
     cdef floating* dz = <floating*>p.dz
     cdef floating* dx = <floating*>p.dx
     cdef floating* tmp
@@ -953,15 +952,18 @@ cdef void _step_backward(StepPlan* p, Py_ssize_t n, floating lr, bint update, fl
     K, H = p.sizes[0], p.sizes[1]
     b = <floating*>p.b[0]
     # the big product, over the column lists built in the forward pass (p.cptr0...):
-    # W's rows split between the threads
+    # W's rows shared out between the threads in pieces (the image's middle columns
+    # have the most nonzeros), each row of W whole by one thread
     nt = _step_threads(p, n)
-    for t in prange(nt, num_threads=nt, schedule="static"):
+    for t in prange(PIECES if nt > 1 else 1, num_threads=nt, schedule="dynamic"):
+        k0 = t * K // PIECES if nt > 1 else 0
+        k1 = (t + 1) * K // PIECES if nt > 1 else K
         if update:
-            _spmmt(p.cptr0, p.cidx0, <const xfloat*>p.cval0, t * K // nt, (t + 1) * K // nt,
-                   <const floating*>dz, H, H, W0, H, -lr, 1)
+            _spmmt(p.cptr0, p.cidx0, <const xfloat*>p.cval0, k0, k1, <const floating*>dz,
+                   H, H, W0, H, -lr, 1)
         else:
-            _spmmt(p.cptr0, p.cidx0, <const xfloat*>p.cval0, t * K // nt, (t + 1) * K // nt,
-                   <const floating*>dz, H, H, <floating*>p.gW[0], H, 1, 0)
+            _spmmt(p.cptr0, p.cidx0, <const xfloat*>p.cval0, k0, k1, <const floating*>dz,
+                   H, H, <floating*>p.gW[0], H, 1, 0)
     if update:
         _column_sums(dz, n, H, db)
         for j in range(H):
