@@ -320,3 +320,20 @@ def test_the_kept_stack_follows_what_students_change(rng, monkeypatch):
     assert _fast_gradient.compiled_gradient(net, x, t) is None
     net.layers["Affine2"] = Affine(net.params["W2"], net.params["b2"])
     check()
+
+
+def test_threads_do_not_change_the_compiled_gradient(rng, monkeypatch):
+    from minidl import _backend
+
+    x, t = sparse_batch(rng, n=100)  # enough rows for the products to be shared out
+    results = []
+    for threads in (1, 2, 3):
+        monkeypatch.setattr(_backend, "STEP_THREADS", threads)
+        np.random.seed(4)
+        net = ThreeLayerNet(64, 30, 20, 6, weight_init_std=0.3)
+        grads = net.gradient(x, t)
+        results.append((grads, net.loss(x, t), net.accuracy(x, t)))
+    for grads, loss, acc in results[1:]:
+        assert loss == results[0][1] and acc == results[0][2]
+        for key in grads:
+            assert np.array_equal(grads[key], results[0][0][key]), key

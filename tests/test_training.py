@@ -359,12 +359,13 @@ def test_sgd_step_checks_the_lists_it_indexes_by(rng):
             step.count_correct(x, np.zeros(30, np.int64), lists)
 
 
-def test_threads_do_not_change_the_results(rng):
-    x, t = data(rng, n=400, k=70, density=0.1)
+@pytest.mark.parametrize("k", [70, 6])  # wider and narrower than the pieces shared out
+def test_threads_do_not_change_the_results(k, rng):
+    x, t = data(rng, n=400, k=k, density=0.1 if k > 10 else 0.5)
     nets = []
     for threads in (1, 2, 3):
         np.random.seed(5)
-        net = ThreeLayerNet(70, 40, 20, 5)
+        net = ThreeLayerNet(k, 40, 20, 5)
         tr = Trainer(net, x, t, lr=0.1, num_threads=threads)
         np.random.seed(6)
         for _ in range(30):
