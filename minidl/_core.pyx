@@ -784,6 +784,10 @@ cdef struct StepPlan:
     const int64_t* d_ptr
 
 
+cdef enum:
+    PIECES = 10  # pieces of a batch's rows (or of W's) shared out between threads
+
+
 cdef inline void _copy_lists(StepPlan* p, const int64_t* rows, Py_ssize_t i0, Py_ssize_t i1,
                              xfloat* val) noexcept nogil:
     """Copy the dataset's lists of batch rows i0..i1 to where p.inp[0].ptr puts them,
@@ -815,21 +819,20 @@ cdef inline void _batch_lists(StepPlan* p, const int64_t* rows, Py_ssize_t n,
         for i in range(n):
             _nz(x + rows[i] * K, 0, i, i + 1, K, out.idx, val, out.ptr)
         return
-    for i in range(n):  # where each row's list goes, then the copies, split between threads
-        r = rows[i]
+    for i in range(n):  # where each row's list goes, then the copies, in pieces
+        r = rows[i]      # shared out between the threads
         out.ptr[i + 1] = out.ptr[i] + (p.d_ptr[r + 1] - p.d_ptr[r])
     nt = _step_threads(p, n)
-    for t in prange(nt, num_threads=nt, schedule="static"):
-        _copy_lists(p, rows, t * n // nt, (t + 1) * n // nt, val)
+    if nt == 1:
+        _copy_lists(p, rows, 0, n, val)
+        return
+    for t in prange(PIECES, num_threads=nt, schedule="dynamic"):
+        _copy_lists(p, rows, t * n // PIECES, (t + 1) * n // PIECES, val)
 
 
 cdef inline Py_ssize_t _step_threads(StepPlan* p, Py_ssize_t n) noexcept nogil:
     # a second thread pays for itself from a few dozen rows on
     return max(<Py_ssize_t>1, min(<Py_ssize_t>p.n_threads, n // 32))
-
-
-cdef enum:
-    PIECES = 10  # pieces of the first layer's products shared out between threads
 
 
 cdef void _first_product(StepPlan* p, Py_ssize_t n, const floating* W0, const xfloat* x0,
