@@ -33,6 +33,15 @@ def layer_path(net, x, t, monkeypatch):
         return net.gradient(x, t)
 
 
+def assert_matches_layer_path(net, x, t, monkeypatch):
+    """``net.gradient`` (compiled when covered) against the layer code, float64 tolerances."""
+    got = net.gradient(x, t)
+    ref = layer_path(net, x, t, monkeypatch)
+    assert sorted(got) == sorted(ref)
+    for key in ref:
+        np.testing.assert_allclose(got[key], ref[key], rtol=1e-11, atol=1e-13)
+
+
 def tol(dtype):
     return {"rtol": 2e-5, "atol": 1e-6} if dtype == np.float32 else {"rtol": 1e-11,
                                                                        "atol": 1e-13}
@@ -247,11 +256,7 @@ def test_a_rebuilt_stack_gets_a_new_compiled_pass(rng, monkeypatch):
     net.layers["Affine3"] = Affine(W3, b3)
     net.params.update(W3=W3, b3=b3)
     assert _fast_gradient.compiled_gradient(net, x, t) is None  # sizes say two layers
-    got = net.gradient(x, t)
-    ref = layer_path(net, x, t, monkeypatch)
-    assert sorted(got) == sorted(ref)
-    for key in ref:
-        np.testing.assert_allclose(got[key], ref[key], rtol=1e-11, atol=1e-13)
+    assert_matches_layer_path(net, x, t, monkeypatch)
     # a real three-layer network with the same first arrays gets a pass of its own
     deeper = ThreeLayerNet(64, 20, 6, 6)
     for key in ("W1", "b1", "W2", "b2"):
@@ -259,10 +264,7 @@ def test_a_rebuilt_stack_gets_a_new_compiled_pass(rng, monkeypatch):
         deeper.layers[f"Affine{key[1]}"].__dict__[key[0]] = net.params[key]
     deeper.gradient(x, t)
     assert len(deeper._compiled_plan.step.param_arrays) == 6
-    ref = layer_path(deeper, x, t, monkeypatch)
-    got = deeper.gradient(x, t)
-    for key in ref:
-        np.testing.assert_allclose(got[key], ref[key], rtol=1e-11, atol=1e-13)
+    assert_matches_layer_path(deeper, x, t, monkeypatch)
 
 
 def test_parameters_reshaped_in_place_get_a_new_compiled_pass(rng, monkeypatch):
@@ -274,10 +276,7 @@ def test_parameters_reshaped_in_place_get_a_new_compiled_pass(rng, monkeypatch):
     W1.shape = (32, 40)  # in place: same object, other shape
     assert _fast_gradient.compiled_gradient(net, x, t) is None  # shapes no longer chain
     W1.shape = (64, 20)
-    ref = layer_path(net, x, t, monkeypatch)
-    got = net.gradient(x, t)
-    for key in ref:
-        np.testing.assert_allclose(got[key], ref[key], rtol=1e-11, atol=1e-13)
+    assert_matches_layer_path(net, x, t, monkeypatch)
 
 
 def test_the_kept_stack_follows_what_students_change(rng, monkeypatch):
@@ -287,10 +286,7 @@ def test_the_kept_stack_follows_what_students_change(rng, monkeypatch):
     net = TwoLayerNet(64, 20, 6, weight_init_std=0.3)
 
     def check():
-        got = net.gradient(x, t)
-        ref = layer_path(net, x, t, monkeypatch)
-        for key in ref:
-            np.testing.assert_allclose(got[key], ref[key], rtol=1e-11, atol=1e-13)
+        assert_matches_layer_path(net, x, t, monkeypatch)
 
     check()
     first = net._compiled_plan
