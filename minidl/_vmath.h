@@ -138,51 +138,49 @@ ATTR static void mdl_sigmoid_f32_##SUF(const float *x, float *out, Py_ssize_t n)
     }                                                                                    \
     mdl_sigmoid_plain_f32(x + i, out + i, n - i);                                        \
 }                                                                                        \
-/* out[j] = exp(x[j] - m) (softmax's shifted exp: m >= every x[j], so the arguments */    \
-/* are <= 0); blocks with an argument below -708 or NaN take libm's exp, and a      */    \
-/* row's last block overlaps the one before rather than falling to scalar code.    */    \
-ATTR static void mdl_exp_shifted_f64_##SUF(const double *x, double m, double *out,       \
-                                           Py_ssize_t n)                                 \
+/* four shifted arguments x[0..4) - m, as doubles (float32: the difference in float), */ \
+/* and four results stored in the array's type                                        */ \
+ATTR static inline mdl_v4d mdl_shift4_f64_##SUF(const double *x, double m)               \
 {                                                                                        \
-    for (Py_ssize_t i = 0; i < n; i += 4) {                                              \
-        Py_ssize_t s = i + 4 <= n ? i : n - 4;                                           \
-        mdl_v4d v, e;                                                                    \
-        if (s < 0) {                                                                     \
-            mdl_exp_shifted_plain_f64(x, m, out, n);                                     \
-            return;                                                                      \
-        }                                                                                \
-        memcpy(&v, x + s, sizeof v);                                                     \
-        v = v - m;                                                                       \
-        mdl_v4l ok = v >= -708.0; /* false for NaN */                                    \
-        if (ok[0] & ok[1] & ok[2] & ok[3]) {                                             \
-            e = mdl_vexp_##SUF(v);                                                       \
-            memcpy(out + s, &e, sizeof e);                                               \
-        } else {                                                                         \
-            mdl_exp_shifted_plain_f64(x + s, m, out + s, 4);                             \
-        }                                                                                \
-    }                                                                                    \
+    mdl_v4d v;                                                                           \
+    memcpy(&v, x, sizeof v);                                                             \
+    return v - m;                                                                        \
 }                                                                                        \
-ATTR static void mdl_exp_shifted_f32_##SUF(const float *x, float m, float *out,          \
-                                           Py_ssize_t n)                                 \
+ATTR static inline mdl_v4d mdl_shift4_f32_##SUF(const float *x, float m)                 \
+{                                                                                        \
+    mdl_v4f v;                                                                           \
+    memcpy(&v, x, sizeof v);                                                             \
+    return __builtin_convertvector(v - m, mdl_v4d);                                      \
+}                                                                                        \
+ATTR static inline void mdl_put4_f64_##SUF(double *out, mdl_v4d e)                       \
+{                                                                                        \
+    memcpy(out, &e, sizeof e);                                                           \
+}                                                                                        \
+ATTR static inline void mdl_put4_f32_##SUF(float *out, mdl_v4d e)                        \
+{                                                                                        \
+    mdl_v4f f = __builtin_convertvector(e, mdl_v4f);                                     \
+    memcpy(out, &f, sizeof f);                                                           \
+}
+
+/* out[j] = exp(x[j] - m) (softmax's shifted exp: m >= every x[j], so the arguments
+ * are <= 0) for arrays of T (TN: f64 or f32); blocks with an argument below -708
+ * or NaN take libm's exp, and a row's last block overlaps the one before rather
+ * than falling to scalar code. */
+#define MDL_DEFINE_EXP_SHIFTED(TN, T, SUF, ATTR)                                         \
+ATTR static void mdl_exp_shifted_##TN##_##SUF(const T *x, T m, T *out, Py_ssize_t n)     \
 {                                                                                        \
     for (Py_ssize_t i = 0; i < n; i += 4) {                                              \
         Py_ssize_t s = i + 4 <= n ? i : n - 4;                                           \
-        mdl_v4f vf;                                                                      \
-        mdl_v4d v, e;                                                                    \
         if (s < 0) {                                                                     \
-            mdl_exp_shifted_plain_f32(x, m, out, n);                                     \
+            mdl_exp_shifted_plain_##TN(x, m, out, n);                                    \
             return;                                                                      \
         }                                                                                \
-        memcpy(&vf, x + s, sizeof vf);                                                   \
-        v = __builtin_convertvector(vf - m, mdl_v4d); /* the difference in float */     \
-        mdl_v4l ok = v >= -708.0;                                                        \
-        if (ok[0] & ok[1] & ok[2] & ok[3]) {                                             \
-            e = mdl_vexp_##SUF(v);                                                       \
-            vf = __builtin_convertvector(e, mdl_v4f);                                    \
-            memcpy(out + s, &vf, sizeof vf);                                             \
-        } else {                                                                         \
-            mdl_exp_shifted_plain_f32(x + s, m, out + s, 4);                             \
-        }                                                                                \
+        mdl_v4d v = mdl_shift4_##TN##_##SUF(x + s, m);                                   \
+        mdl_v4l ok = v >= -708.0; /* false for NaN */                                    \
+        if (ok[0] & ok[1] & ok[2] & ok[3])                                               \
+            mdl_put4_##TN##_##SUF(out + s, mdl_vexp_##SUF(v));                           \
+        else                                                                             \
+            mdl_exp_shifted_plain_##TN(x + s, m, out + s, 4);                            \
     }                                                                                    \
 }
 
@@ -191,9 +189,14 @@ ATTR static void mdl_exp_shifted_f32_##SUF(const float *x, float m, float *out, 
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wpsabi"
 MDL_DEFINE_VEXP(base, )
+MDL_DEFINE_EXP_SHIFTED(f64, double, base, )
+MDL_DEFINE_EXP_SHIFTED(f32, float, base, )
 #pragma GCC diagnostic pop
 #if defined(__x86_64__)
-MDL_DEFINE_VEXP(avx2, __attribute__((target("avx2,fma"))))
+#define MDL_AVX2_FMA __attribute__((target("avx2,fma")))
+MDL_DEFINE_VEXP(avx2, MDL_AVX2_FMA)
+MDL_DEFINE_EXP_SHIFTED(f64, double, avx2, MDL_AVX2_FMA)
+MDL_DEFINE_EXP_SHIFTED(f32, float, avx2, MDL_AVX2_FMA)
 #endif
 #endif /* __GNUC__ */
 
