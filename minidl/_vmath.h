@@ -109,42 +109,23 @@ ATTR static inline int mdl_vsigmoid_##SUF(mdl_v4d v, mdl_v4d *res)              
     memcpy(res, &out, sizeof out);                                                       \
     return 1;                                                                            \
 }                                                                                        \
-ATTR static void mdl_sigmoid_f64_##SUF(const double *x, double *out, Py_ssize_t n)        \
-{                                                                                        \
-    Py_ssize_t i = 0;                                                                    \
-    for (; i + 4 <= n; i += 4) {                                                         \
-        mdl_v4d v, s;                                                                    \
-        memcpy(&v, x + i, sizeof v);                                                     \
-        if (mdl_vsigmoid_##SUF(v, &s))                                                   \
-            memcpy(out + i, &s, sizeof s);                                               \
-        else                                                                             \
-            mdl_sigmoid_plain_f64(x + i, out + i, 4);                                    \
-    }                                                                                    \
-    mdl_sigmoid_plain_f64(x + i, out + i, n - i);                                        \
-}                                                                                        \
-ATTR static void mdl_sigmoid_f32_##SUF(const float *x, float *out, Py_ssize_t n)          \
-{                                                                                        \
-    Py_ssize_t i = 0;                                                                    \
-    for (; i + 4 <= n; i += 4) {                                                         \
-        mdl_v4f vf;                                                                      \
-        mdl_v4d s;                                                                       \
-        memcpy(&vf, x + i, sizeof vf);                                                   \
-        if (mdl_vsigmoid_##SUF(__builtin_convertvector(vf, mdl_v4d), &s)) {              \
-            mdl_v4f sf = __builtin_convertvector(s, mdl_v4f);                            \
-            memcpy(out + i, &sf, sizeof sf);                                             \
-        } else {                                                                         \
-            mdl_sigmoid_plain_f32(x + i, out + i, 4);                                    \
-        }                                                                                \
-    }                                                                                    \
-    mdl_sigmoid_plain_f32(x + i, out + i, n - i);                                        \
-}                                                                                        \
-/* four shifted arguments x[0..4) - m, as doubles (float32: the difference in float), */ \
-/* and four results stored in the array's type                                        */ \
-ATTR static inline mdl_v4d mdl_shift4_f64_##SUF(const double *x, double m)               \
+/* four entries x[0..4) as doubles, four shifted ones x[0..4) - m (float32: the      */ \
+/* difference in float), and four results stored in the array's type                 */ \
+ATTR static inline mdl_v4d mdl_load4_f64_##SUF(const double *x)                          \
 {                                                                                        \
     mdl_v4d v;                                                                           \
     memcpy(&v, x, sizeof v);                                                             \
-    return v - m;                                                                        \
+    return v;                                                                            \
+}                                                                                        \
+ATTR static inline mdl_v4d mdl_load4_f32_##SUF(const float *x)                           \
+{                                                                                        \
+    mdl_v4f v;                                                                           \
+    memcpy(&v, x, sizeof v);                                                             \
+    return __builtin_convertvector(v, mdl_v4d);                                          \
+}                                                                                        \
+ATTR static inline mdl_v4d mdl_shift4_f64_##SUF(const double *x, double m)               \
+{                                                                                        \
+    return mdl_load4_f64_##SUF(x) - m;                                                   \
 }                                                                                        \
 ATTR static inline mdl_v4d mdl_shift4_f32_##SUF(const float *x, float m)                 \
 {                                                                                        \
@@ -160,6 +141,22 @@ ATTR static inline void mdl_put4_f32_##SUF(float *out, mdl_v4d e)               
 {                                                                                        \
     mdl_v4f f = __builtin_convertvector(e, mdl_v4f);                                     \
     memcpy(out, &f, sizeof f);                                                           \
+}
+
+/* out = sigmoid(x) for arrays of T (TN: f64 or f32), four lanes at a time; blocks
+ * with an extreme or NaN lane, and the last n % 4 entries, take the scalar code. */
+#define MDL_DEFINE_SIGMOID(TN, T, SUF, ATTR)                                             \
+ATTR static void mdl_sigmoid_##TN##_##SUF(const T *x, T *out, Py_ssize_t n)              \
+{                                                                                        \
+    Py_ssize_t i = 0;                                                                    \
+    for (; i + 4 <= n; i += 4) {                                                         \
+        mdl_v4d s;                                                                       \
+        if (mdl_vsigmoid_##SUF(mdl_load4_##TN##_##SUF(x + i), &s))                       \
+            mdl_put4_##TN##_##SUF(out + i, s);                                           \
+        else                                                                             \
+            mdl_sigmoid_plain_##TN(x + i, out + i, 4);                                   \
+    }                                                                                    \
+    mdl_sigmoid_plain_##TN(x + i, out + i, n - i);                                       \
 }
 
 /* out[j] = exp(x[j] - m) (softmax's shifted exp: m >= every x[j], so the arguments
@@ -189,12 +186,16 @@ ATTR static void mdl_exp_shifted_##TN##_##SUF(const T *x, T m, T *out, Py_ssize_
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wpsabi"
 MDL_DEFINE_VEXP(base, )
+MDL_DEFINE_SIGMOID(f64, double, base, )
+MDL_DEFINE_SIGMOID(f32, float, base, )
 MDL_DEFINE_EXP_SHIFTED(f64, double, base, )
 MDL_DEFINE_EXP_SHIFTED(f32, float, base, )
 #pragma GCC diagnostic pop
 #if defined(__x86_64__)
 #define MDL_AVX2_FMA __attribute__((target("avx2,fma")))
 MDL_DEFINE_VEXP(avx2, MDL_AVX2_FMA)
+MDL_DEFINE_SIGMOID(f64, double, avx2, MDL_AVX2_FMA)
+MDL_DEFINE_SIGMOID(f32, float, avx2, MDL_AVX2_FMA)
 MDL_DEFINE_EXP_SHIFTED(f64, double, avx2, MDL_AVX2_FMA)
 MDL_DEFINE_EXP_SHIFTED(f32, float, avx2, MDL_AVX2_FMA)
 #endif
