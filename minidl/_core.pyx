@@ -22,7 +22,7 @@ cimport cython
 from cython.parallel cimport prange
 cimport openmp
 from openmp cimport omp_get_max_threads
-from libc.math cimport exp, log
+from libc.math cimport log
 from libc.stdint cimport int64_t
 
 import numpy as np
@@ -711,20 +711,6 @@ def sparse_affine_backward_weights(
                 _spmmt(&cptr[0], &cidx[0], &cval[0], t * K // nt, (t + 1) * K // nt,
                        dp + c0 * H, H, H, &dst[0, 0], H, scale, accumulate)
             c0 = c1
-
-
-def column_sums(
-    const floating[:, ::1] a,     # IN (N, H)
-    floating[::1] out,            # OUT (H,) = a.sum(axis=0)
-):
-    """Column sums, accumulated in row order (the bias gradient)."""
-    cdef Py_ssize_t n = a.shape[0], h = a.shape[1], i, j
-    with nogil:
-        for j in range(h):
-            out[j] = 0
-        for i in range(n):
-            for j in range(h):
-                out[j] += a[i, j]
 
 
 # --------------------------------------------------------------------------
