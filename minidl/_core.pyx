@@ -893,7 +893,7 @@ cdef void _step_backward(StepPlan* p, Py_ssize_t n, floating lr, bint update, fl
     p.gW and p.gb and the parameters are left alone.
     """
     cdef int l, L = p.n_layers
-    cdef Py_ssize_t K, H, i, j, t, nt, k0, k1
+    cdef Py_ssize_t K, H, i, j, t, nt, k0, k1, pieces
     cdef floating* dz = <floating*>p.dz
     cdef floating* dx = <floating*>p.dx
     cdef floating* tmp
@@ -944,9 +944,10 @@ cdef void _step_backward(StepPlan* p, Py_ssize_t n, floating lr, bint update, fl
     # W's rows shared out between the threads in pieces (the image's middle columns
     # have the most nonzeros), each row of W whole by one thread
     nt = _step_threads(p, n)
-    for t in prange(PIECES if nt > 1 else 1, num_threads=nt, schedule="dynamic"):
-        k0 = t * K // PIECES if nt > 1 else 0
-        k1 = (t + 1) * K // PIECES if nt > 1 else K
+    pieces = PIECES if nt > 1 else 1
+    for t in prange(pieces, num_threads=nt, schedule="dynamic"):
+        k0 = t * K // pieces
+        k1 = (t + 1) * K // pieces
         if update:
             _spmmt(p.cptr0, p.cidx0, <const xfloat*>p.cval0, k0, k1, <const floating*>dz,
                    H, H, W0, H, -lr, 1)
