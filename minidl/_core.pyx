@@ -772,6 +772,8 @@ cdef struct StepPlan:
 
 cdef enum:
     PIECES = 10  # pieces of a batch's rows (or of W's) shared out between threads
+    EVAL_ROWS = 128  # rows per chunk of an evaluation (count_correct)
+    MAX_EVAL_THREADS = 8
 
 
 cdef inline void _copy_lists(StepPlan* p, const int64_t* rows, Py_ssize_t i0, Py_ssize_t i1,
@@ -1010,44 +1012,61 @@ cdef double _gradient(StepPlan* p, const xfloat* xb, const int64_t* labels, Py_s
     return loss
 
 
-cdef Py_ssize_t _count_correct(StepPlan* p, const xfloat* x, Py_ssize_t M,
-                               const int32_t* li, const xfloat* lv, const int64_t* lp,
-                               const int64_t* labels, floating* W0) noexcept nogil:
-    """How many rows of x (M of them) score highest on their label, n_max rows at a
-    time; the first layer's lists are copied from (li, lv, lp) or scanned from x.
+cdef Py_ssize_t _count_chunk(StepPlan* p, const xfloat* x, Py_ssize_t s, Py_ssize_t n,
+                             const int32_t* li, const xfloat* lv, const int64_t* lp,
+                             const int64_t* labels, floating* W0) noexcept nogil:
+    """How many of the rows s..s+n of x (n <= p.n_max) score highest on their label;
+    the first layer's lists are read in place from (li, lv, lp) or scanned from x.
     The highest score is np.argmax's: the first maximum, or the first NaN."""
-    cdef Py_ssize_t s, n, i, j, best, correct = 0, K = p.sizes[0], C = p.sizes[p.n_layers]
+    cdef Py_ssize_t i, j, best, correct = 0, K = p.sizes[0], C = p.sizes[p.n_layers]
     cdef Lists* inp = &p.inp[0]
-    cdef Lists own = inp[0]  # the first layer's buffers, restored at the end
+    cdef Lists own = inp[0]  # the first layer's buffers, restored below
     cdef const floating* scores
     cdef floating v, top
-    s = 0
-    while s < M:
-        n = min(p.n_max, M - s)
-        if li == NULL:
-            inp.ptr[0] = 0
-            _nz(x + s * K, K, 0, n, K, inp.idx, <xfloat*>inp.val, inp.ptr)
-        else:  # read the given lists in place: rows s.. start at lp[s]
-            inp.idx = <int32_t*>li
-            inp.val = <void*>lv
-            inp.ptr = <int64_t*>(lp + s)
-        _step_forward(p, n, <const floating*>W0, x, False)
-        scores = <const floating*>p.act[p.n_layers - 1]
-        for i in range(n):
-            best = 0
-            top = scores[i * C]
-            if top == top:  # not NaN
-                for j in range(1, C):
-                    v = scores[i * C + j]
-                    if v != v:
-                        best = j
-                        break
-                    if v > top:
-                        top = v
-                        best = j
-            correct += best == labels[s + i]
-        s += n
+    if li == NULL:
+        inp.ptr[0] = 0
+        _nz(x + s * K, K, 0, n, K, inp.idx, <xfloat*>inp.val, inp.ptr)
+    else:  # rows s.. start at lp[s]
+        inp.idx = <int32_t*>li
+        inp.val = <void*>lv
+        inp.ptr = <int64_t*>(lp + s)
+    _step_forward(p, n, <const floating*>W0, x, False)
     inp[0] = own
+    scores = <const floating*>p.act[p.n_layers - 1]
+    for i in range(n):
+        best = 0
+        top = scores[i * C]
+        if top == top:  # not NaN
+            for j in range(1, C):
+                v = scores[i * C + j]
+                if v != v:
+                    best = j
+                    break
+                if v > top:
+                    top = v
+                    best = j
+        correct += best == labels[s + i]
+    return correct
+
+
+cdef Py_ssize_t _count_correct(StepPlan* plans, int nt, const xfloat* x, Py_ssize_t M,
+                               const int32_t* li, const xfloat* lv, const int64_t* lp,
+                               const int64_t* labels, floating* W0) noexcept nogil:
+    """How many rows of x (M of them) score highest on their label: chunks of
+    EVAL_ROWS rows shared out between nt threads, thread t computing whole chunks
+    on plans[t] (its own buffers, one thread each). Every row's scores are
+    the same whatever the thread count."""
+    cdef Py_ssize_t c, chunks = (M + EVAL_ROWS - 1) // EVAL_ROWS, correct = 0
+    if nt == 1:
+        for c in range(chunks):
+            correct += _count_chunk(&plans[0], x, c * EVAL_ROWS,
+                                    min(<Py_ssize_t>EVAL_ROWS, M - c * EVAL_ROWS),
+                                    li, lv, lp, labels, W0)
+        return correct
+    for c in prange(chunks, num_threads=nt, schedule="dynamic"):
+        correct += _count_chunk(&plans[threadid()], x, c * EVAL_ROWS,
+                                min(<Py_ssize_t>EVAL_ROWS, M - c * EVAL_ROWS),
+                                li, lv, lp, labels, W0)
     return correct
 
 
@@ -1081,7 +1100,8 @@ cdef class SGDStep:
     ``nonzero_lists(x)``, or None to scan the batch's rows at each step;
     ``sigmoid``: the hidden activation (else ReLU); ``batch_size``: the largest
     batch ``step`` or ``gradient`` will be given; ``num_threads``: threads for
-    the first layer's products (the results do not depend on it). Everything a step needs is
+    the first layer's products and for ``count_correct``'s chunks (the results do
+    not depend on it). Everything a step needs is
     allocated here. For ``gradient`` alone, ``x`` may have no rows: it gives the
     inputs' dtype.
     """
@@ -1097,6 +1117,8 @@ cdef class SGDStep:
     cdef object checked_lists  # the dataset's lists (their idx array), checked in __init__
     cdef readonly bint sigmoid
     cdef int net_double, x_double
+    cdef StepPlan eval_plans[MAX_EVAL_THREADS]  # count_correct's, one a thread (made once)
+    cdef int n_eval_plans
 
     def __init__(self, list W, list b, x, tuple lists, bint sigmoid, Py_ssize_t batch_size,
                  int num_threads=1):
@@ -1288,14 +1310,41 @@ cdef class SGDStep:
             lv = cnp.PyArray_DATA(lv_a)
             lp = <const int64_t*>cnp.PyArray_DATA(lp_a)
         cdef const void* xp = cnp.PyArray_DATA(x)
+        cdef int nt = self._eval_threads(M)
         with nogil:
             if not self.net_double:
-                correct = _count_correct(p, <const float*>xp, M, li, <const float*>lv, lp,
-                                         &labels[0], <float*>p.W[0])
+                correct = _count_correct(self.eval_plans, nt, <const float*>xp, M, li,
+                                         <const float*>lv, lp, &labels[0], <float*>p.W[0])
             elif self.x_double:
-                correct = _count_correct(p, <const double*>xp, M, li, <const double*>lv, lp,
-                                         &labels[0], <double*>p.W[0])
+                correct = _count_correct(self.eval_plans, nt, <const double*>xp, M, li,
+                                         <const double*>lv, lp, &labels[0], <double*>p.W[0])
             else:
-                correct = _count_correct(p, <const float*>xp, M, li, <const float*>lv, lp,
-                                         &labels[0], <double*>p.W[0])
+                correct = _count_correct(self.eval_plans, nt, <const float*>xp, M, li,
+                                         <const float*>lv, lp, &labels[0], <double*>p.W[0])
         return correct
+
+    cdef int _eval_threads(self, Py_ssize_t M) except -1:
+        """Threads for evaluating M rows; makes (once) the forward-only plans they
+        run on: the network's parameters, buffers of their own for EVAL_ROWS rows."""
+        cdef int t, l, L = self.plan.n_layers
+        cdef Py_ssize_t n = EVAL_ROWS, K
+        cdef StepPlan* q
+        if self.n_eval_plans == 0:
+            for t in range(min(self.plan.n_threads, MAX_EVAL_THREADS)):
+                q = &self.eval_plans[t]
+                q[0] = self.plan
+                q.n_threads, q.n_max = 1, n
+                for l in range(L):
+                    K = self.plan.sizes[l]
+                    q.act[l] = _data(self.keep, np.empty(n * self.plan.sizes[l + 1],
+                                                         dtype=self.dtype))
+                    q.inp[l].idx = <int32_t*>_data(self.keep, np.empty(n * K + K, dtype=np.int32))
+                    q.inp[l].val = _data(self.keep, np.empty(
+                        n * K + K, dtype=self.x_dtype if l == 0 else self.dtype))
+                    q.inp[l].ptr = <int64_t*>_data(self.keep, np.zeros(n + 1, dtype=np.int64))
+                # what only a step uses stays out of reach: no buffer is shared
+                q.dz = q.dx = q.WT = q.cval = q.cval0 = q.y = q.row_loss = NULL
+                q.cptr = q.cidx = q.cptr0 = q.cidx0 = NULL
+                q.dz_lists.idx, q.dz_lists.val, q.dz_lists.ptr = NULL, NULL, NULL
+                self.n_eval_plans = t + 1
+        return <int>max(1, min(self.n_eval_plans, (M + n - 1) // n))

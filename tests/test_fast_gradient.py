@@ -228,6 +228,28 @@ def test_count_correct_refuses_bad_arguments(rng):
             step.count_correct(x, labels, bad)
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_count_correct_in_chunks_on_threads_equals_numpy(threads, dtype, rng):
+    from minidl import _core
+
+    # 128-row chunks shared out between threads: a partial last chunk, fewer chunks
+    # than threads, and exactly one chunk
+    x, _ = sparse_batch(rng, n=700, k=40)
+    W = [rng.standard_normal((40, 9)).astype(dtype), rng.standard_normal((9, 5)).astype(dtype)]
+    b = [np.full(9, -0.2, dtype), rng.standard_normal(5).astype(dtype)]
+    step = _core.SGDStep(W, b, x[:0], None, False, 8, threads)
+    scores = np.maximum(x.astype(dtype) @ W[0] + b[0], 0) @ W[1] + b[1]
+    labels = scores.argmax(axis=1).astype(np.int64)
+    labels[::3] = (labels[::3] + 1) % 5  # a third of the rows wrong
+    lists = _core.nonzero_lists(x)
+    for n in (700, 640, 128, 100, 1):
+        want = int(np.count_nonzero(scores[:n].argmax(axis=1) == labels[:n]))
+        assert step.count_correct(x[:n], labels[:n]) == want
+        assert step.count_correct(x[:n], labels[:n], (lists[0][:lists[2][n]], lists[1][
+            :lists[2][n]], lists[2][:n + 1])) == want
+
+
 def test_networks_still_copy_and_pickle_after_a_compiled_pass(rng):
     import copy
     import pickle
