@@ -41,6 +41,7 @@ sys.path.insert(0, str(HERE.parent))
 
 import minidl
 from bench import book_numpy, kernels, torch_loop
+from bench.stats import float32_speedups
 from minidl import _core
 from minidl.networks import MultiLayerNet
 
@@ -248,6 +249,11 @@ def main(argv=None):
             for _, dtype, label in cases:
                 report(group, arch, label, results[label], sizes, args, n_train, n_test,
                        gf[dtype])
+        speedups = float32_speedups(cases, results)
+        if speedups:
+            print(f"{group} float32 speedup (float64 est / float32 est of the same round, "
+                  f"median): " + ", ".join(f"{name} {s:.2f}x" for name, s in speedups),
+                  flush=True)
 
     if not args.no_memory:
         iters = min(args.iters, 1300)
