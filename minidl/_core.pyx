@@ -1057,12 +1057,6 @@ cdef Py_ssize_t _count_correct(StepPlan* plans, int nt, const xfloat* x, Py_ssiz
     on plans[t] (its own buffers, one thread each). Every row's scores are
     the same whatever the thread count."""
     cdef Py_ssize_t c, chunks = (M + EVAL_ROWS - 1) // EVAL_ROWS, correct = 0
-    if nt == 1:
-        for c in range(chunks):
-            correct += _count_chunk(&plans[0], x, c * EVAL_ROWS,
-                                    min(<Py_ssize_t>EVAL_ROWS, M - c * EVAL_ROWS),
-                                    li, lv, lp, labels, W0)
-        return correct
     for c in prange(chunks, num_threads=nt, schedule="dynamic"):
         correct += _count_chunk(&plans[threadid()], x, c * EVAL_ROWS,
                                 min(<Py_ssize_t>EVAL_ROWS, M - c * EVAL_ROWS),
