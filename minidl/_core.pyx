@@ -1085,6 +1085,14 @@ cdef inline void* _data(list keep, a):
     return cnp.PyArray_DATA(a)
 
 
+cdef void _make_lists(list keep, Lists* lists, Py_ssize_t n, Py_ssize_t K, dtype) except *:
+    """Buffers for the nonzero lists of n rows of K columns (kept alive by ``keep``).
+    The compaction in _nz may write up to K entries past a list: + K."""
+    lists.idx = <int32_t*>_data(keep, np.empty(n * K + K, dtype=np.int32))
+    lists.val = _data(keep, np.empty(n * K + K, dtype=dtype))
+    lists.ptr = <int64_t*>_data(keep, np.zeros(n + 1, dtype=np.int64))
+
+
 cdef class SGDStep:
     """Whole SGD steps of a stack of affine layers, each in one call (see above).
 
@@ -1166,15 +1174,8 @@ cdef class SGDStep:
             p.b[l] = _data(self.keep, b[l])
             self.activations.append(np.empty((n, sizes[l + 1]), dtype=dtype))
             p.act[l] = _data(self.keep, self.activations[l])
-            # the compaction in _nz may write up to K entries past a list: + K
-            p.inp[l].idx = <int32_t*>_data(self.keep, np.empty(n * sizes[l] + sizes[l],
-                                                                 dtype=np.int32))
-            p.inp[l].val = _data(self.keep, np.empty(n * sizes[l] + sizes[l],
-                                                     dtype=xdtype if l == 0 else dtype))
-            p.inp[l].ptr = <int64_t*>_data(self.keep, np.zeros(n + 1, dtype=np.int64))
-        p.dz_lists.idx = <int32_t*>_data(self.keep, np.empty(n * hmax + hmax, dtype=np.int32))
-        p.dz_lists.val = _data(self.keep, np.empty(n * hmax + hmax, dtype=dtype))
-        p.dz_lists.ptr = <int64_t*>_data(self.keep, np.zeros(n + 1, dtype=np.int64))
+            _make_lists(self.keep, &p.inp[l], n, sizes[l], xdtype if l == 0 else dtype)
+        _make_lists(self.keep, &p.dz_lists, n, hmax, dtype)
         p.dz = _data(self.keep, np.empty(n * hmax, dtype=dtype))
         p.dx = _data(self.keep, np.empty(n * hmax, dtype=dtype))
         p.WT = _data(self.keep, np.empty(wt, dtype=dtype))
@@ -1332,10 +1333,7 @@ cdef class SGDStep:
                     K = self.plan.sizes[l]
                     q.act[l] = _data(self.keep, np.empty(n * self.plan.sizes[l + 1],
                                                          dtype=self.dtype))
-                    q.inp[l].idx = <int32_t*>_data(self.keep, np.empty(n * K + K, dtype=np.int32))
-                    q.inp[l].val = _data(self.keep, np.empty(
-                        n * K + K, dtype=self.x_dtype if l == 0 else self.dtype))
-                    q.inp[l].ptr = <int64_t*>_data(self.keep, np.zeros(n + 1, dtype=np.int64))
+                    _make_lists(self.keep, &q.inp[l], n, K, self.x_dtype if l == 0 else self.dtype)
                 # what only a step uses stays out of reach: no buffer is shared
                 q.dz = q.dx = q.WT = q.cval = q.cval0 = q.y = q.row_loss = NULL
                 q.cptr = q.cidx = q.cptr0 = q.cidx0 = NULL
