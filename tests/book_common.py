@@ -4,6 +4,7 @@ benchmarks use as their baseline too) and ``ch05/two_layer_net.py``, whose class
 body runs on the book's modules or on minidl's: a program run on both must agree."""
 
 import importlib.util
+import sys
 from collections import OrderedDict
 from pathlib import Path
 
@@ -13,6 +14,13 @@ _path = Path(__file__).resolve().parents[1] / "bench" / "book_numpy.py"
 _spec = importlib.util.spec_from_file_location("book_numpy", _path)
 book_numpy = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(book_numpy)
+
+# chapter 6 (optimizers, Dropout, BatchNormalization, MultiLayerNet(Extend), Trainer),
+# which builds on book_numpy's layers by that name
+sys.modules.setdefault("book_numpy", book_numpy)
+_spec = importlib.util.spec_from_file_location("book_ch6", _path.with_name("book_ch6.py"))
+book_ch6 = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(book_ch6)
 
 
 # The book's ch05/two_layer_net.py, with its imports as parameters so that the
