@@ -11,12 +11,15 @@ DTYPES = [np.float32, np.float64]
 RTOL = {np.dtype(np.float32): 1e-6, np.dtype(np.float64): 1e-12}
 
 
-def real_data_dir() -> Path | None:
-    """The folder with the real MNIST files, or None (tests that need it skip)."""
-    candidates = [os.environ.get("MINIDL_DATA_DIR"), Path(__file__).parents[2] / "shared/datasets"]
-    for c in candidates:
-        if c and (Path(c) / "mnist").is_dir():
-            return Path(c)
+def real_data_dir(dataset: str = "mnist") -> Path | None:
+    """The folder of ``$MINIDL_DATA_DIR`` that holds the real ``dataset``, or None.
+
+    Tests find real data through ``MINIDL_DATA_DIR`` only (one folder, or several separated by
+    ``os.pathsep``, as minidl reads it) and skip without it.
+    """
+    for folder in os.environ.get("MINIDL_DATA_DIR", "").split(os.pathsep):
+        if folder and (Path(folder) / dataset).is_dir():
+            return Path(folder)
     return None
 
 

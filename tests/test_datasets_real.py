@@ -1,6 +1,6 @@
-"""minidl.datasets on the real files: MNIST and Fashion-MNIST from MINIDL_DATA_DIR (default
-../shared/datasets beside the repository), and the shipped mnist-mini against the real MNIST.
-Skipped cleanly when the real files are absent."""
+"""minidl.datasets on the real files: MNIST and Fashion-MNIST from MINIDL_DATA_DIR, and the
+shipped mnist-mini against the real MNIST. Skipped cleanly when MINIDL_DATA_DIR does not hold
+them."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from _datasets_helpers import isolated  # noqa: F401 - an autouse fixture
+from conftest import real_data_dir
 
 from minidl.datasets import (
     _idx,
@@ -19,13 +20,13 @@ from minidl.datasets import (
     load_mnist_mini,
 )
 
-# Read before the isolated fixture clears it.
-REAL = Path(os.environ.get("MINIDL_DATA_DIR")
-            or Path(__file__).resolve().parents[2] / "shared" / "datasets")
-HAVE_MNIST = (REAL / "mnist").is_dir()
-HAVE_FASHION = (REAL / "fashion-mnist").is_dir()
-needs_mnist = pytest.mark.skipif(not HAVE_MNIST, reason=f"no real MNIST in {REAL}")
-needs_fashion = pytest.mark.skipif(not HAVE_FASHION, reason=f"no real Fashion-MNIST in {REAL}")
+# Read before the isolated fixture clears MINIDL_DATA_DIR.
+REAL_DIRS = os.environ.get("MINIDL_DATA_DIR", "")
+REAL = real_data_dir("mnist")
+REAL_FASHION = real_data_dir("fashion-mnist")
+needs_mnist = pytest.mark.skipif(REAL is None, reason="no real MNIST in $MINIDL_DATA_DIR")
+needs_fashion = pytest.mark.skipif(REAL_FASHION is None,
+                                   reason="no real Fashion-MNIST in $MINIDL_DATA_DIR")
 
 # Published class counts of MNIST (train, test).
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
@@ -40,7 +41,7 @@ def shared_cache(tmp_path_factory):
 
 @pytest.fixture
 def real_env(monkeypatch, shared_cache):
-    monkeypatch.setenv("MINIDL_DATA_DIR", str(REAL))
+    monkeypatch.setenv("MINIDL_DATA_DIR", REAL_DIRS)
     monkeypatch.setenv("XDG_CACHE_HOME", str(shared_cache))
 
 
@@ -86,7 +87,7 @@ def test_real_fashion_mnist_in_debians_place(tmp_path, monkeypatch, shared_cache
     # Debian's dataset-fashion-mnist installs /usr/share/datasets/fashion-mnist/*.gz.
     share = tmp_path / "usr" / "share"
     (share / "datasets").mkdir(parents=True)
-    (share / "datasets" / "fashion-mnist").symlink_to(REAL / "fashion-mnist")
+    (share / "datasets" / "fashion-mnist").symlink_to(REAL_FASHION / "fashion-mnist")
     monkeypatch.setenv("XDG_DATA_DIRS", str(share))
     monkeypatch.setenv("XDG_CACHE_HOME", str(shared_cache))
     (_, t), _ = load_fashion_mnist()

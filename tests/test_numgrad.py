@@ -8,11 +8,9 @@ runs it for every entry). The fast path must match it within 1e-8 on float64.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 import pytest
+from conftest import real_data_dir
 
 from minidl import _netgrad, numgrad
 from minidl._reference import NumpyOps
@@ -407,9 +405,9 @@ def test_gradient_check_sigmoid_has_no_kinks_and_generic_has_no_count():
 # -- real MNIST ------------------------------------------------------------------------------
 
 def _mnist_dir():
-    for root in (os.environ.get("MINIDL_DATA_DIR"), "/work/shared/datasets"):
-        if root and (Path(root) / "mnist" / "train-images-idx3-ubyte").is_file():
-            return Path(root) / "mnist"
+    root = real_data_dir()  # through MINIDL_DATA_DIR only
+    if root is not None and (root / "mnist" / "train-images-idx3-ubyte").is_file():
+        return root / "mnist"
     return None
 
 

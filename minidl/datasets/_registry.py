@@ -137,9 +137,9 @@ CIFAR_PY_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
 CIFAR_PY_TEST = "test_batch"
 
 CHECKSUMS: dict[str, tuple[str, str]] = {
-    # MNIST contents: sha256 of the real uncompressed files in /work/shared/datasets/mnist. Their
-    # md5s (6bbc9ace..., a25bea73..., 2646ac64..., 27ae3e4e...) are the md5s of the uncompressed
-    # original MNIST files as listed in public code, e.g. torchvision-based dataset scripts.
+    # MNIST contents: sha256 that we computed from the uncompressed files of a copy whose md5s
+    # (6bbc9ace..., a25bea73..., 2646ac64..., 27ae3e4e...) are those of the original MNIST
+    # files as listed in public code, e.g. torchvision-based dataset scripts.
     "mnist/train-images-idx3-ubyte": (
         "sha256", "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db"),
     "mnist/train-labels-idx1-ubyte": (
@@ -153,9 +153,9 @@ CHECKSUMS: dict[str, tuple[str, str]] = {
     "mnist/train-labels-idx1-ubyte.gz": ("md5", "d53e105ee54ea40749a09fcbcd1e9432"),
     "mnist/t10k-images-idx3-ubyte.gz": ("md5", "9fb629c4189551a2d022fa330f9573f3"),
     "mnist/t10k-labels-idx1-ubyte.gz": ("md5", "ec29112dd5afa0611ce80d1b7f02629c"),
-    # Fashion-MNIST contents: sha256 of the decompressed files of Debian's dataset-fashion-mnist
-    # (in /work/shared/datasets/fashion-mnist). Their md5s (f4a8712d..., 9018921c..., 8181f547...,
-    # 15d48437...) match the md5s of the uncompressed Fashion-MNIST files listed in public code.
+    # Fashion-MNIST contents: sha256 that we computed from the decompressed files of Debian's
+    # dataset-fashion-mnist. Their md5s (f4a8712d..., 9018921c..., 8181f547..., 15d48437...)
+    # match the md5s of the uncompressed Fashion-MNIST files listed in public code.
     "fashion-mnist/train-images-idx3-ubyte": (
         "sha256", "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888"),
     "fashion-mnist/train-labels-idx1-ubyte": (
