@@ -12,7 +12,6 @@ with 1 when the two gradients disagree.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 
@@ -37,41 +36,78 @@ def _dataset_names() -> list[str]:
     return list(DATASETS)
 
 
-# -- argument types: argparse turns their ArgumentTypeError into a one-line usage error --
+# -- options from the experiment configuration's field table ----------------------------------
 
 
-def _number(text: str, kind=float, minimum=None, strict=False):
-    try:
-        value = kind(text)
-    except ValueError:
-        what = "an integer" if kind is int else "a number"
-        raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"{text!r}: must be a finite number")
-    if minimum is not None and (value <= minimum if strict else value < minimum):
-        raise argparse.ArgumentTypeError(f"{text!r}: must be {'>' if strict else '>='} {minimum}")
-    return value
+def _converter(field):
+    """argparse ``type=`` for a field: its text conversion, then its check.
+
+    argparse turns the ``ArgumentTypeError`` into a one-line usage error naming the flag.
+    """
+    opt = field.option
+
+    def convert(text: str):
+        try:
+            value = opt.type(text)
+        except (ValueError, TypeError) as exc:
+            what = {int: "an integer", float: "a number"}.get(opt.type)
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not {what}" if what else str(exc)) from None
+        try:
+            return opt.check(field.name, value)
+        except (ValueError, TypeError) as exc:
+            message = str(exc)
+            for prefix in (f"{field.name}: ", f"{field.name} "):  # the flag already names it
+                message = message.removeprefix(prefix)
+            raise argparse.ArgumentTypeError(message) from None
+
+    convert.__name__ = field.name  # argparse's "invalid <name> value" wording
+    return convert
 
 
-def _positive_float(text: str) -> float:
-    return _number(text, float, 0, strict=True)
+def _add_config_options(p: argparse.ArgumentParser, command: str, **defaults) -> None:
+    """The configuration's options for ``command``, from ``FIELDS`` (``defaults`` override).
+
+    In ``compare``, a field that varies by values takes several (``nargs='+'``).
+    """
+    from .experiments.config import FIELDS, format_value
+
+    groups = {}
+    for field in FIELDS:
+        opt = field.option
+        if command not in opt.commands:
+            continue
+        several = command == "compare" and opt.vary == "values"
+        default = defaults.get(field.name, field.default)
+        shown = opt.shown_default if field.name not in defaults else None
+        if shown is None and default is not None:
+            shown = format_value(default)
+        choices = opt.choice_list()
+        notes = ([f"default {shown}"] if shown is not None else []) + (
+            ["several: compare them"] if several else [])
+        text = opt.help.format(choices=", ".join(map(str, choices or ())))
+        kwargs = {"default": [default] if several else default,
+                  "help": text + (f" ({'; '.join(notes)})" if notes else "")}
+        if several:
+            kwargs["nargs"] = "+"
+        if choices and opt.cli_choices:
+            kwargs["choices"] = choices
+        else:
+            kwargs["type"] = _converter(field)
+            kwargs["metavar"] = opt.metavar or field.name.upper()
+        target = p
+        if opt.group is not None:
+            if opt.group not in groups:
+                groups[opt.group] = p.add_mutually_exclusive_group()
+            target = groups[opt.group]
+        target.add_argument(field.flag, *opt.flags, dest=field.name, **kwargs)
 
 
-def _positive_int(text: str) -> int:
-    return _number(text, int, 1)
+def _config_options(args: argparse.Namespace, command: str) -> dict:
+    """The configuration fields ``command`` offers, as parsed (lists in compare)."""
+    from .experiments.config import FIELDS
 
-
-def _count(text: str) -> int:
-    return _number(text, int, 0)
-
-
-def _hidden(text: str) -> tuple[int, ...]:
-    from .experiments import parse_hidden
-
-    try:
-        return parse_hidden(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+    return {f.name: getattr(args, f.name) for f in FIELDS if command in f.option.commands}
 
 
 def _dataset(text: str) -> str:
@@ -79,19 +115,6 @@ def _dataset(text: str) -> str:
     if text not in names:
         raise argparse.ArgumentTypeError(f"unknown dataset {text!r}; choose from {', '.join(names)}")
     return text
-
-
-def _init_std(text: str):
-    from .experiments import INIT_NAMES
-
-    if text.lower() in INIT_NAMES:
-        return text.lower()
-    try:
-        return _positive_float(text)
-    except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: a positive number or one of {', '.join(INIT_NAMES)}"
-        ) from None
 
 
 # -- the parser -----------------------------------------------------------------------
@@ -160,46 +183,8 @@ examples:
 """
 
 
-def _add_model_options(p: argparse.ArgumentParser, several: bool, *,
-                       dataset: str = "mnist", batch_size: int = 100) -> None:
-    """The options that describe a network and its data; ``several``: nargs='+' (compare)."""
-    many = {"nargs": "+"} if several else {}
-    also = "; several: compare them" if several else ""
-
-    def default(value):
-        return [value] if several else value
-
-    p.add_argument("--dataset", type=_dataset, default=default(dataset), metavar="NAME", **many,
-                   help=f"one of: {', '.join(_dataset_names())} (default {dataset}{also})")
-    p.add_argument("--hidden", type=_hidden, default=default((50,)), metavar="SIZES", **many,
-                   help=f"hidden layer sizes, comma-separated: 50 or 100,50 (default 50{also})")
-    p.add_argument("--activation", choices=("relu", "sigmoid"), default=default("relu"),
-                   **many, help=f"activation of the hidden layers (default relu{also})")
-    p.add_argument("--batch-size", type=_positive_int, default=default(batch_size),
-                   metavar="N", **many, help=f"images per batch (default {batch_size}{also})")
-    p.add_argument("--dtype", choices=("float64", "float32"), default=default("float64"),
-                   **many, help=f"precision of the network (default float64{also})")
-    p.add_argument("--weight-init-std", type=_init_std, default=default(0.01), metavar="STD",
-                   **many, help=f"std of the initial weights, or he / xavier (default 0.01{also})")
-    p.add_argument("--seed", type=_count, default=1211,
-                   help="seed of NumPy's generator, set before the network is built "
-                        "(default 1211)")
-    p.add_argument("--data-dir", metavar="DIR", default=None,
-                   help="look for datasets here first (then $MINIDL_DATA_DIR and the cache)")
-
-
-def _add_training_options(p: argparse.ArgumentParser, several: bool) -> None:
-    many = {"nargs": "+"} if several else {}
-    also = "; several: compare them" if several else ""
-    p.add_argument("--lr", type=_positive_float, default=[0.1] if several else 0.1,
-                   metavar="RATE", **many, help=f"learning rate (default 0.1{also})")
-    length = p.add_mutually_exclusive_group()
-    length.add_argument("--iters", type=_count, default=None, metavar="N",
-                        help="SGD steps (default 10000)")
-    length.add_argument("--epochs", type=_positive_float, default=None, metavar="E",
-                        help="train for E epochs of max(n_train / batch_size, 1) steps")
-    p.add_argument("--grad", choices=("backprop", "numerical"), default="backprop",
-                   help="how gradients are computed (default backprop; numerical is slow)")
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    """Options of a run that are not part of its configuration."""
     p.add_argument("--out", metavar="DIR", default=None,
                    help="folder for the results (default: a new folder under runs/)")
     p.add_argument("--quiet", "-q", action="store_true",
@@ -221,16 +206,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("train", help="train one network, write metrics, curves, model",
                             description="Train one network with the seed's SGD loop.",
                             epilog=TRAIN_EXAMPLES, formatter_class=_Formatter)
-    _add_model_options(p, several=False)
-    _add_training_options(p, several=False)
+    _add_config_options(p, "train")
+    _add_run_options(p)
     p.set_defaults(func=_cmd_train)
 
     p = commands.add_parser("compare", help="train several configurations and compare them",
                             description="Train several configurations and compare them: give "
                                         "options several values.",
                             epilog=COMPARE_EXAMPLES, formatter_class=_Formatter)
-    _add_model_options(p, several=True)
-    _add_training_options(p, several=True)
+    _add_config_options(p, "compare")
+    _add_run_options(p)
     p.set_defaults(func=_cmd_compare)
 
     p = commands.add_parser(
@@ -238,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Compare the numerical gradient of every parameter with\n"
                     "backpropagation's on one batch, and time both.",
         epilog=GRADCHECK_EXAMPLES, formatter_class=_Formatter)
-    _add_model_options(p, several=False, dataset="mnist-mini", batch_size=3)
+    _add_config_options(p, "gradcheck", dataset="mnist-mini", batch_size=3)
     p.set_defaults(func=_cmd_gradcheck)
 
     p = commands.add_parser("datasets", help="list the datasets and where they are; fetch one",
@@ -263,17 +248,10 @@ def build_parser() -> argparse.ArgumentParser:
 # -- commands -----------------------------------------------------------------------------
 
 
-def _config_options(args: argparse.Namespace) -> dict:
-    return {"dataset": args.dataset, "hidden": args.hidden, "activation": args.activation,
-                "lr": args.lr, "batch_size": args.batch_size, "iters": args.iters, "epochs": args.epochs,
-                "seed": args.seed, "dtype": args.dtype, "grad": args.grad,
-                "weight_init_std": args.weight_init_std, "data_dir": args.data_dir}
-
-
 def _cmd_train(args: argparse.Namespace) -> int:
     from .experiments import ExperimentConfig, new_run_dir, run_experiment
 
-    config = ExperimentConfig(**_config_options(args))  # checked before anything is created
+    config = ExperimentConfig(**_config_options(args, "train"))  # checked before anything is created
     out = Path(args.out) if args.out else new_run_dir("train")
     result = run_experiment(config, out=out, progress=False if args.quiet else None,
                             verbose=not args.quiet)
@@ -287,7 +265,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_compare(args: argparse.Namespace) -> int:
     from .experiments import compare, new_run_dir
 
-    options = _config_options(args)
+    options = _config_options(args, "compare")
     # one value: fixed; several: alternatives (lists are what compare() varies)
     options = {k: (v if isinstance(v, list) and len(v) > 1 else
                    (v[0] if isinstance(v, list) else v)) for k, v in options.items()}
@@ -304,16 +282,14 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 def _cmd_gradcheck(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from .experiments import ExperimentConfig, _build_network, _check_sizes, _load
+    from .experiments import ExperimentConfig
+    from .experiments.run import build_network, check_sizes, load
     from .gradient import gradient_check
 
-    config = ExperimentConfig(dataset=args.dataset, hidden=args.hidden,
-                              activation=args.activation, batch_size=args.batch_size,
-                              seed=args.seed, dtype=args.dtype, data_dir=args.data_dir,
-                              weight_init_std=args.weight_init_std)
-    data = _load(config)
-    _check_sizes(config, data.info["n_train"])
-    network = _build_network(config, data)  # seeds NumPy, then builds
+    config = ExperimentConfig(**_config_options(args, "gradcheck"))
+    data = load(config)
+    check_sizes(config, data.info["n_train"])
+    network = build_network(config, data)  # seeds NumPy, then builds
     # the first images, as the book's gradient_check.py takes x_train[:3]
     x = data.x_train[:config.batch_size]
     if config.dtype == "float32":

@@ -15,13 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from minidl import experiments
+import minidl
 from minidl.cli import main
 from minidl.datasets import DATASETS
+from minidl.experiments import run as run_module
 from minidl.networks import MultiLayerNet
 
 # the folder holding the minidl under test (the source tree, or site-packages when installed)
-PACKAGE_PARENT = Path(experiments.__file__).resolve().parents[1]
+PACKAGE_PARENT = Path(minidl.__file__).resolve().parents[1]
 MINI = DATASETS["mnist-mini"]
 BATCH = MINI.n_train // 20  # an epoch of 20 iterations
 QUICK = ["--dataset", "mnist-mini", "--hidden", "10", "--batch-size", str(BATCH), "--iters", "30"]
@@ -98,14 +99,14 @@ def test_train_epochs_and_options(tmp_path, capsys):
 
 
 def test_ctrl_c_keeps_the_metrics_and_exits_130(tmp_path, monkeypatch, capsys):
-    original = experiments._Recorder.on_iteration
+    original = run_module._Recorder.on_iteration
 
     def on_iteration(self, i, loss):
         original(self, i, loss)
         if i == 22:
             raise KeyboardInterrupt  # what Ctrl-C raises in the training loop
 
-    monkeypatch.setattr(experiments._Recorder, "on_iteration", on_iteration)
+    monkeypatch.setattr(run_module._Recorder, "on_iteration", on_iteration)
     out = tmp_path / "r"
     assert main(["train", *QUICK, "--out", str(out)]) == 130
     err = capsys.readouterr().err

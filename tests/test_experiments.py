@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minidl import experiments, training
+import minidl
+from minidl import training
 from minidl.datasets import DATASETS, DatasetNotFoundError
 from minidl.experiments import (
     ExperimentConfig,
@@ -26,10 +27,11 @@ from minidl.experiments import (
     parse_hidden,
     run_experiment,
 )
+from minidl.experiments import run as run_module
 from minidl.networks import MultiLayerNet
 
 # the folder holding the minidl under test (the source tree, or site-packages when installed)
-PACKAGE_PARENT = Path(experiments.__file__).resolve().parents[1]
+PACKAGE_PARENT = Path(minidl.__file__).resolve().parents[1]
 MINI = DATASETS["mnist-mini"]
 BATCH = MINI.n_train // 20  # an epoch of 20 iterations: evaluations at 0 and 20 in 30 steps
 QUICK = {"dataset": "mnist-mini", "hidden": (10,), "batch_size": BATCH, "iters": 30}
@@ -304,14 +306,14 @@ def test_dataset_missing_offline(tmp_path, monkeypatch):
 
 def _interrupt_at(monkeypatch, at):
     """Make training stop as Ctrl-C would, after iteration ``at`` (0-based)."""
-    original = experiments._Recorder.on_iteration
+    original = run_module._Recorder.on_iteration
 
     def on_iteration(self, i, loss):
         original(self, i, loss)
         if i == at:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(experiments._Recorder, "on_iteration", on_iteration)
+    monkeypatch.setattr(run_module._Recorder, "on_iteration", on_iteration)
 
 
 def test_interrupted_run_keeps_what_it_recorded(tmp_path, monkeypatch):
@@ -424,7 +426,7 @@ def test_compare_checks_every_size_before_training(monkeypatch):
 
 def test_interrupted_compare_writes_the_table_so_far(tmp_path, monkeypatch):
     count = {"runs": 0}
-    original = experiments._run
+    original = run_module._run
 
     def run(*args, **kwargs):
         count["runs"] += 1
@@ -432,7 +434,7 @@ def test_interrupted_compare_writes_the_table_so_far(tmp_path, monkeypatch):
             _interrupt_at(monkeypatch, 9)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(experiments, "_run", run)
+    monkeypatch.setattr(run_module, "_run", run)
     out = tmp_path / "cmp"
     with pytest.raises(KeyboardInterrupt) as info:
         compare(**QUICK, lr=[0.1, 0.05, 0.01], out=out, progress=False, verbose=False)
@@ -471,14 +473,14 @@ def test_plots_do_not_touch_pyplot_and_import_is_lazy(tmp_path):
 
 def test_metrics_are_on_disk_while_training(tmp_path, monkeypatch):
     # a run that dies (not Ctrl-C) still leaves the metrics of its first evaluation
-    original = experiments._Recorder.on_iteration
+    original = run_module._Recorder.on_iteration
 
     def on_iteration(self, i, loss):
         original(self, i, loss)
         if i == 25:
             raise RuntimeError("the machine caught fire")
 
-    monkeypatch.setattr(experiments._Recorder, "on_iteration", on_iteration)
+    monkeypatch.setattr(run_module._Recorder, "on_iteration", on_iteration)
     with pytest.raises(RuntimeError):
         run_experiment(**QUICK, out=tmp_path / "r", progress=False, verbose=False)
     m = json.loads((tmp_path / "r" / "metrics.json").read_text())

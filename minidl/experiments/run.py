@@ -1,0 +1,330 @@
+"""One run: load the data, seed NumPy, build the network, train it, record and write it.
+
+``run_experiment`` is ``minidl train`` without the command line. Evaluations
+follow the seed's loop: after iterations 0, e, 2e, ... where an epoch e is
+``max(n_train / batch_size, 1)`` iterations. A row's ``loss`` is the mean batch
+loss over the iterations since the previous evaluation, up to and including
+this one (the first row: iteration 0's loss). ``final`` evaluates the network
+as training left it, which ``model.npz`` holds. Non-finite losses (a diverging
+run) are written as ``null``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+from .. import training
+from ..networks import MultiLayerNet
+from . import records
+from .config import ExperimentConfig, architecture, config_from
+
+__all__ = ["RunResult", "run_experiment"]
+
+
+@dataclass
+class RunResult:
+    """What ``run_experiment`` returns: the curves, the trained network and the record.
+
+    ``history``: the ``minidl.training.History`` of the run. ``metrics``: the
+    dict written as ``metrics.json``. ``out``: the folder written, or None.
+    """
+
+    config: ExperimentConfig
+    history: training.History
+    network: MultiLayerNet
+    metrics: dict
+    out: Path | None = None
+    label: str = ""
+
+    @property
+    def interrupted(self) -> bool:
+        return self.metrics["status"] == "interrupted"
+
+    @property
+    def final_test_acc(self) -> float | None:
+        final = self.metrics["final"]
+        return None if final is None else final["test_acc"]
+
+    @property
+    def final_train_acc(self) -> float | None:
+        final = self.metrics["final"]
+        return None if final is None else final["train_acc"]
+
+    @property
+    def best_test_acc(self) -> float | None:
+        """The best test accuracy of the per-epoch evaluations (the final one aside)."""
+        rows = self.metrics["epochs"]
+        return max(row["test_acc"] for row in rows) if rows else None
+
+    @property
+    def best_epoch(self) -> int | None:
+        """The epoch of ``best_test_acc`` (the first, if several tie)."""
+        rows = self.metrics["epochs"]
+        return max(rows, key=lambda row: row["test_acc"])["epoch"] if rows else None
+
+    @property
+    def seconds(self) -> float:
+        """Training time, the per-epoch evaluations included (as the seed times it)."""
+        return self.metrics["timings"]["train_seconds"]
+
+    def __repr__(self) -> str:
+        acc = self.final_test_acc
+        acc = "n/a" if acc is None else f"{acc:.4f}"
+        where = f", out={str(self.out)!r}" if self.out else ""
+        return (f"RunResult({self.label or self.config.label(['dataset', 'hidden', 'lr'])!r}, "
+                f"final test acc {acc}, {self.seconds:.1f} s{where})")
+
+
+# -- data and network ---------------------------------------------------------------------------
+
+
+@dataclass
+class Data:
+    """A loaded dataset, flattened and normalised, with what the record says about it."""
+
+    x_train: np.ndarray
+    t_train: np.ndarray
+    x_test: np.ndarray
+    t_test: np.ndarray
+    info: dict
+    seconds: float
+
+
+def load(config: ExperimentConfig) -> Data:
+    from ..datasets import DATASETS, dataset_status, load_dataset
+
+    start = time.perf_counter()
+    (x_train, t_train), (x_test, t_test) = load_dataset(
+        config.dataset, normalize=True, flatten=True, one_hot_label=False,
+        data_dir=config.data_dir,
+    )
+    seconds = time.perf_counter() - start
+    meta = DATASETS[config.dataset]
+    try:
+        found = dataset_status(config.dataset, data_dir=config.data_dir).get("found")
+    except (OSError, ValueError, KeyError):  # where it came from is a courtesy, not a failure
+        found = None
+    info = {
+        "name": config.dataset,
+        "title": meta.title,
+        "found": None if found is None else os.fspath(found),
+        "n_train": len(x_train),
+        "n_test": len(x_test),
+        "n_features": int(np.prod(x_train.shape[1:])),
+        "n_classes": int(meta.n_classes),
+    }
+    return Data(x_train, t_train, x_test, t_test, info, seconds)
+
+
+def check_sizes(config: ExperimentConfig, n_train: int) -> None:
+    if config.batch_size > n_train:
+        raise ValueError(
+            f"batch_size {config.batch_size} is larger than {config.dataset}'s "
+            f"{n_train} training images"
+        )
+
+
+def build_network(config: ExperimentConfig, data: Data) -> MultiLayerNet:
+    np.random.seed(config.seed)  # right before building, as the seed's notebook does
+    return MultiLayerNet(
+        data.info["n_features"], list(config.hidden), data.info["n_classes"],
+        activation=config.activation, weight_init_std=config.weight_init_std, dtype=config.dtype,
+    )
+
+
+def _as_dtype(x: np.ndarray, dtype: str) -> np.ndarray:
+    # float32 runs compute in float32 only if the images are float32 too; for float64,
+    # NumPy's promotion of float32 images is exact, so the images are left as loaded.
+    if dtype == "float32" and x.dtype != np.float32:
+        return x.astype(np.float32)
+    return x
+
+
+# -- progress and per-epoch lines ------------------------------------------------------------------
+
+
+class _Recorder:
+    """Training callbacks: progress bar, per-epoch lines, and the metrics kept up to date."""
+
+    WRITE_INTERVAL = 5.0  # seconds between rewrites of metrics.json during training
+
+    def __init__(self, metrics: dict, out: Path | None, bar, verbose: bool, prefix: str):
+        self.metrics = metrics
+        self.out = out
+        self.bar = bar
+        self.verbose = verbose
+        self.prefix = prefix
+        self.last_eval = -1
+        self.last_write = -float("inf")
+
+    def on_iteration(self, i: int, loss: float) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def on_epoch(self, i: int, history: training.History) -> None:
+        losses = history.train_loss[self.last_eval + 1: i + 1]
+        self.last_eval = i
+        row = {
+            "epoch": len(self.metrics["epochs"]),
+            "iteration": i,
+            "train_acc": history.train_acc[-1],
+            "test_acc": history.test_acc[-1],
+            "loss": records.finite(np.mean(losses)),
+            "elapsed": history.epoch_seconds[-1],
+        }
+        self.metrics["epochs"].append(row)
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"test acc {row['test_acc']:.4f}", refresh=False)
+        if self.verbose:
+            say(self.prefix + format_epoch(row))
+        # keep metrics.json current for a run that dies, without slowing a timed run down
+        now = time.perf_counter()
+        if self.out is not None and now - self.last_write >= self.WRITE_INTERVAL:
+            self.metrics["iteration_loss"] = [records.finite(v) for v in history.train_loss]
+            records.write_metrics(self.out, self.metrics)
+            self.last_write = now
+
+
+def say(line: str) -> None:
+    from tqdm import tqdm
+
+    tqdm.write(line)  # above the progress bar when there is one
+
+
+def format_epoch(row: dict) -> str:
+    """One per-epoch line, like the seed's prints."""
+    loss = "nan" if row["loss"] is None else f"{row['loss']:.4f}"
+    return (f"epoch {row['epoch']:3d}  iter {row['iteration']:6d}  "
+            f"train acc {row['train_acc']:.4f}  test acc {row['test_acc']:.4f}  "
+            f"loss {loss}  {row['elapsed']:7.1f} s")
+
+
+def _make_bar(total: int, progress: bool | None, label: str):
+    from tqdm import tqdm
+
+    # disable=None: a bar only when stderr is a terminal
+    disable = None if progress is None else not progress
+    bar = tqdm(total=total, desc=label or None, unit="it", disable=disable, leave=False,
+               dynamic_ncols=True)
+    return bar
+
+
+# -- the run ------------------------------------------------------------------------------------------
+
+
+def _run(config: ExperimentConfig, data: Data, out: Path | None, *, progress: bool | None,
+         verbose: bool, label: str = "", prefix: str = "") -> RunResult:
+    """Train ``config`` on already loaded ``data``; write to ``out`` (already prepared)."""
+    started = datetime.now().astimezone()
+    start_run = time.perf_counter()
+    n_train = data.info["n_train"]
+    check_sizes(config, n_train)
+    iters = config.iterations(n_train)
+    x_train = _as_dtype(data.x_train, config.dtype)
+    x_test = _as_dtype(data.x_test, config.dtype)
+    network = build_network(config, data)
+
+    env = records.environment()
+    metrics = {
+        "minidl_version": env["minidl"],
+        "status": "running",
+        "label": label,
+        "config": {**config.as_dict(), "iters": iters},
+        "dataset": data.info,
+        "network": {**network.architecture(),
+                    "description": architecture(config, data.info["n_features"],
+                                                data.info["n_classes"])},
+        "iter_per_epoch": config.iter_per_epoch(n_train),
+        "epochs": [],
+        "final": None,
+        "iteration_loss": [],
+        "timings": {"started": started.isoformat(timespec="seconds"),
+                    "load_seconds": data.seconds},
+        "environment": env,
+    }
+    bar = _make_bar(iters, progress, label)
+    recorder = _Recorder(metrics, out, bar, verbose, prefix)
+    interrupt = None
+    try:
+        history = training.train(
+            network, x_train, data.t_train, x_test, data.t_test,
+            lr=config.lr, batch_size=config.batch_size, iters=iters, grad=config.grad,
+            on_epoch=recorder.on_epoch, on_iteration=recorder.on_iteration,
+        )
+    except KeyboardInterrupt as exc:
+        history = getattr(exc, "history", None) or training.History()
+        interrupt = exc
+    finally:
+        bar.close()
+
+    metrics["iteration_loss"] = [records.finite(v) for v in history.train_loss]
+    timings = metrics["timings"]
+    timings["train_seconds"] = history.seconds
+    timings["seconds_per_iteration"] = history.seconds / max(history.iterations, 1)
+    if interrupt is None:
+        metrics["status"] = "finished"
+        start = time.perf_counter()
+        metrics["final"] = _final_evaluation(network, history, metrics, x_train, data.t_train,
+                                             x_test, data.t_test)
+        timings["final_eval_seconds"] = time.perf_counter() - start
+    else:
+        metrics["status"] = "interrupted"
+    metrics["iterations_done"] = history.iterations
+    timings["finished"] = datetime.now().astimezone().isoformat(timespec="seconds")
+    timings["total_seconds"] = data.seconds + time.perf_counter() - start_run
+    result = RunResult(config, history, network, metrics, out, label)
+    if out is not None:
+        records.write_run(out, metrics, network)
+    if interrupt is not None:
+        interrupt.result = result
+        interrupt.out = out
+        raise interrupt
+    return result
+
+
+def _final_evaluation(network, history, metrics, x_train, t_train, x_test, t_test) -> dict:
+    """Accuracy of the network as training left it (the model that is saved)."""
+    rows = metrics["epochs"]
+    if rows and rows[-1]["iteration"] == history.iterations - 1:
+        last = rows[-1]  # the last evaluation already saw the final network
+        return {"iterations": history.iterations, "train_acc": last["train_acc"],
+                "test_acc": last["test_acc"]}
+    return {"iterations": history.iterations,
+            "train_acc": float(network.accuracy(x_train, t_train)),
+            "test_acc": float(network.accuracy(x_test, t_test))}
+
+
+def run_experiment(config: ExperimentConfig | dict | None = None, /, *,
+                   out: str | os.PathLike | None = None, progress: bool | None = None,
+                   verbose: bool = True, **options) -> RunResult:
+    """Train one network and return its ``RunResult`` (``.history``, ``.network``, ``.metrics``).
+
+    ``config``: an ``ExperimentConfig`` (or a dict of its fields); ``options``
+    (``lr=0.01``, ``hidden=(100, 50)``, ...) override it, or give the whole
+    configuration. ``out``: a folder to write ``metrics.json``, ``metrics.csv``,
+    ``curves.png`` and ``model.npz`` to (created if needed; nothing is written
+    when None). ``progress``: a progress bar on stderr (None: only on a
+    terminal). ``verbose``: print a line per epoch.
+
+    A ``KeyboardInterrupt`` during training writes what was recorded (status
+    'interrupted') and is re-raised with ``.result`` and ``.out`` attached.
+    """
+    try:
+        config = config_from(config, options)
+    except (ValueError, TypeError) as exc:
+        raise exc.with_traceback(None) from None  # the message names the field
+    created = []
+    if out is not None:
+        out, created = records.prepare_out(out)
+    try:
+        data = load(config)
+        return _run(config, data, out, progress=progress, verbose=verbose)
+    except BaseException:
+        records.remove_if_empty(created)
+        raise
