@@ -26,6 +26,8 @@ except ImportError as exc:  # pragma: no cover - exercised only by a broken inst
         "which compiles it (a C compiler and the Python headers are needed)."
     ) from exc
 
+from ._conv_cython import ConvCythonOps  # after _core's install check
+
 GEMM_CHOICES = ("blas", "cython")
 
 # The zero-skipping affine kernels take products with at least this many input
@@ -83,7 +85,7 @@ def _nonzero_lists_kept(x, state):
     return idx[:total], val[:total], ptr
 
 
-class CythonOps(NumpyOps):
+class CythonOps(ConvCythonOps, NumpyOps):  # convolution and pooling: minidl._conv_cython
     name = "cython"
 
     def __init__(self, gemm: str = "blas"):

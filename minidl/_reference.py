@@ -14,9 +14,10 @@ from __future__ import annotations
 import numpy as np
 
 from . import functions as F
+from ._conv_numpy import ConvNumpyOps
 
 
-class NumpyOps:
+class NumpyOps(ConvNumpyOps):  # convolution and pooling: minidl._conv_numpy
     name = "numpy"
 
     # -- affine -------------------------------------------------------------
@@ -90,34 +91,3 @@ class NumpyOps:
             grad[idx] = (fxh1 - fxh2) / (2 * h)
             it.iternext()
         return grad
-
-    # -- convolution: im2col / col2im ---------------------------------------------
-    def im2col(self, x, filter_h, filter_w, stride, pad, out_h, out_w):
-        """The book's im2col: x (N, C, H, W) -> (N*out_h*out_w, C*filter_h*filter_w).
-
-        The caller has checked the geometry (``minidl.util.conv_geometry``);
-        the result has x's dtype.
-        """
-        N, C = x.shape[:2]
-        img = np.pad(x, [(0, 0), (0, 0), (pad, pad), (pad, pad)], "constant")
-        col = np.zeros((N, C, filter_h, filter_w, out_h, out_w), dtype=x.dtype)
-        for y in range(filter_h):
-            y_max = y + stride * out_h
-            for x_ in range(filter_w):
-                x_max = x_ + stride * out_w
-                col[:, :, y, x_, :, :] = img[:, :, y:y_max:stride, x_:x_max:stride]
-        return col.transpose(0, 4, 5, 1, 2, 3).reshape(N * out_h * out_w, -1)
-
-    def col2im(self, col, input_shape, filter_h, filter_w, stride, pad, out_h, out_w):
-        """The book's col2im: (N*out_h*out_w, C*filter_h*filter_w) -> (N, C, H, W),
-        overlapping windows summed; a C-contiguous array of col's dtype."""
-        N, C, H, W = input_shape
-        col = col.reshape(N, out_h, out_w, C, filter_h, filter_w).transpose(0, 3, 4, 5, 1, 2)
-        img = np.zeros((N, C, H + 2 * pad + stride - 1, W + 2 * pad + stride - 1),
-                       dtype=col.dtype)
-        for y in range(filter_h):
-            y_max = y + stride * out_h
-            for x in range(filter_w):
-                x_max = x + stride * out_w
-                img[:, :, y:y_max:stride, x:x_max:stride] += col[:, :, y, x, :, :]
-        return np.ascontiguousarray(img[:, :, pad:H + pad, pad:W + pad])

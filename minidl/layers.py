@@ -14,11 +14,14 @@ import numpy as np
 from . import _backend
 from ._checks import as_array, batch_size_of, float_array, float_dtype, labels_as_indices
 from .functions import cross_entropy_error, relu, sigmoid, softmax
+from .util import conv_geometry, window_dtype
 
 __all__ = [
     "AddLayer",
     "Affine",
+    "Convolution",
     "MulLayer",
+    "Pooling",
     "Relu",
     "Sigmoid",
     "SoftmaxWithLoss",
@@ -197,6 +200,126 @@ class SoftmaxWithLoss:
             dx = (self.y - self.t) / self.y.shape[0]
             return dx if dout == 1 else dx * dout
         return _backend.ops().softmax_cross_entropy_backward(self.y, self.labels, dout)
+
+
+class Convolution:
+    """The book's convolution: W (FN, C, FH, FW), b (FN,), x (N, C, H, W) ->
+    (N, FN, out_h, out_w), with out_h = (H + 2*pad - FH) / stride + 1.
+
+    As the book: the windows of x become the rows of a matrix (im2col) and one
+    matrix product with ``W.reshape(FN, -1)`` gives every output (minidl's
+    compiled backend lays the windows out per image so that the product lands
+    in (N, FN, out_h, out_w) directly). ``W`` and ``b`` are kept by reference,
+    as ``Affine`` keeps them; ``backward`` sets ``dW`` (W's shape) and ``db``.
+    Mixed dtypes compute in NumPy's promotion of x, W and b (float32 or float64).
+    """
+
+    def __init__(self, W, b, stride=1, pad=0):
+        self.W = W
+        self.b = b
+        self.stride = stride
+        self.pad = pad
+
+        # intermediate data (used in backward)
+        self.x = None
+        self._geometry = None  # stride, pad, out_h, out_w of the last forward
+        self._dtype = None
+        self._state = {}  # what the backend keeps from forward (the im2col matrix)
+
+        # gradients of the weight and bias parameters
+        self.dW = None
+        self.db = None
+
+    def forward(self, x):
+        W, b = self.W, self.b
+        x = as_array("Convolution.forward", x)
+        dtype = float_dtype("Convolution.forward (x, W, b)", x, W, b)
+        if W.ndim != 4 or b.shape != (W.shape[0],):
+            raise ValueError("Convolution: W must be (FN, C, FH, FW) and b of shape (FN,); "
+                             f"got W {W.shape}, b {b.shape}")
+        _, C, FH, FW = W.shape
+        if x.ndim != 4 or x.shape[1] != C:
+            raise ValueError(f"Convolution.forward: expected input of shape (N, {C}, H, W) "
+                             f"for W of shape {W.shape}, got {x.shape}")
+        batch_size_of("Convolution.forward", x)
+        _, _, _, stride, pad, out_h, out_w = conv_geometry(
+            "Convolution.forward", x.shape, FH, FW, self.stride, self.pad)
+
+        self.x = x
+        self._geometry = (stride, pad, out_h, out_w)
+        self._dtype = dtype
+        return _backend.ops().conv_forward(
+            x.astype(dtype, copy=False), W.astype(dtype, copy=False),
+            b.astype(dtype, copy=False), stride, pad, out_h, out_w, self._state)
+
+    def backward(self, dout, need_dx=True):
+        """Gradients for ``dout`` (N, FN, out_h, out_w); ``need_dx=False`` skips ``dx``."""
+        if self.x is None:
+            raise ValueError("Convolution.backward called before forward")
+        dout = float_array("Convolution.backward", dout)
+        stride, pad, out_h, out_w = self._geometry
+        expected = (self.x.shape[0], self.W.shape[0], out_h, out_w)
+        if dout.shape != expected:
+            raise ValueError(f"Convolution.backward: dout must have shape {expected}, "
+                             f"got {dout.shape}")
+        dtype = self._dtype
+        dx, self.dW, self.db = _backend.ops().conv_backward(
+            dout.astype(dtype, copy=False), self.W.astype(dtype, copy=False),
+            stride, pad, out_h, out_w, need_dx, self._state)
+        return dx
+
+
+class Pooling:
+    """The book's max pooling: x (N, C, H, W) -> (N, C, out_h, out_w), the maximum
+    of each pool_h x pool_w window (moved by ``stride``; ``pad`` adds zeros around
+    the input, as the book's im2col does, and they take part in the max).
+
+    ``backward`` sends each window's gradient to the first pixel that held its
+    maximum (the book's ``arg_max``, one entry per window in (N, out_h, out_w, C)
+    order, kept in ``self.arg_max``).
+    """
+
+    def __init__(self, pool_h, pool_w, stride=2, pad=0):
+        self.pool_h = pool_h
+        self.pool_w = pool_w
+        self.stride = stride
+        self.pad = pad
+
+        self.x = None
+        self.arg_max = None
+        self._geometry = None
+
+    def forward(self, x):
+        x = as_array("Pooling.forward", x)
+        x = x.astype(window_dtype("Pooling.forward", x), copy=False)  # uint8: float64, as the book
+        if x.ndim != 4:
+            raise ValueError(f"Pooling.forward: expected input of shape (N, C, H, W), "
+                             f"got {x.shape}")
+        batch_size_of("Pooling.forward", x)
+        _, pool_h, pool_w, stride, pad, out_h, out_w = conv_geometry(
+            "Pooling.forward", x.shape, self.pool_h, self.pool_w, self.stride, self.pad)
+
+        out, self.arg_max = _backend.ops().pool_forward(x, pool_h, pool_w, stride, pad,
+                                                        out_h, out_w)
+        self.x = x
+        self._geometry = (pool_h, pool_w, stride, pad, out_h, out_w)
+        return out
+
+    def backward(self, dout):
+        if self.x is None:
+            raise ValueError("Pooling.backward called before forward")
+        dout = float_array("Pooling.backward", dout)
+        pool_h, pool_w, stride, pad, out_h, out_w = self._geometry
+        N, C = self.x.shape[:2]
+        if dout.shape != (N, C, out_h, out_w):
+            raise ValueError(f"Pooling.backward: dout must have shape {(N, C, out_h, out_w)}, "
+                             f"got {dout.shape}")
+        arg_max = np.asarray(self.arg_max)
+        if arg_max.shape != (N * out_h * out_w * C,) or arg_max.dtype.kind not in "iu":
+            raise ValueError(f"Pooling.backward: arg_max must hold {N * out_h * out_w * C} "
+                             f"window indices, got {arg_max.dtype} of shape {arg_max.shape}")
+        return _backend.ops().pool_backward(dout, arg_max, self.x.shape, pool_h, pool_w,
+                                            stride, pad, out_h, out_w)
 
 
 def _activation_backward(what: str, kernel, dout, out):

@@ -134,7 +134,7 @@ def conv_geometry(what: str, input_shape, filter_h, filter_w, stride, pad):
     return (N, C, H, W), filter_h, filter_w, stride, pad, out_h, out_w
 
 
-def _compute_dtype(what: str, a: np.ndarray) -> np.dtype:
+def window_dtype(what: str, a: np.ndarray) -> np.dtype:
     """float32 stays float32; other real inputs compute in float64 (the book's np.zeros)."""
     if a.dtype == np.float32 or a.dtype == np.float64:
         return a.dtype
@@ -157,7 +157,7 @@ def im2col(input_data, filter_h, filter_w, stride=1, pad=0):
         raise ValueError(f"{what}: expected input_data of shape (N, C, H, W), got {x.shape}")
     _, fh, fw, stride, pad, out_h, out_w = conv_geometry(
         what, x.shape, filter_h, filter_w, stride, pad)
-    x = x.astype(_compute_dtype(what, x), copy=False)
+    x = x.astype(window_dtype(what, x), copy=False)
     return _backend.ops().im2col(x, fh, fw, stride, pad, out_h, out_w)
 
 
@@ -183,6 +183,6 @@ def col2im(col, input_shape, filter_h, filter_w, stride=1, pad=0):
             f"{what}: col must have {rows} x {cols} = {rows * cols} elements for input shape "
             f"{shape} (N*out_h*out_w rows, C*filter_h*filter_w columns), got shape {col.shape}"
         )
-    col = col.reshape(rows, cols).astype(_compute_dtype(what, col), copy=False)
+    col = col.reshape(rows, cols).astype(window_dtype(what, col), copy=False)
     return _backend.ops().col2im(col, shape, fh, fw, stride, pad, out_h, out_w)
 

@@ -35,3 +35,14 @@ def backend(request):
 @pytest.fixture
 def rng():
     return np.random.default_rng(1211)
+
+
+def assert_sums_close(ours, theirs, magnitude, dtype):
+    """Sums computed in ``dtype`` against the book's float64 ones: float64 at the
+    kernels' rtol, float32 within a few of its rounding errors of ``magnitude``
+    (the sums of the terms' absolute values, where cancellation makes rtol useless)."""
+    assert ours.dtype == dtype
+    if dtype == np.float64:
+        np.testing.assert_allclose(ours, theirs, rtol=RTOL[np.dtype(dtype)], atol=0)
+    else:
+        assert np.all(np.abs(ours - theirs) <= 4 * np.finfo(dtype).eps * magnitude)

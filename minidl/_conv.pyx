@@ -1,0 +1,376 @@
+# cython: language_level=3
+"""minidl's convolution kernels: im2col / col2im, their per-image transposes,
+and max pooling.
+
+Design
+------
+The book turns a convolution into one matrix product: ``im2col`` copies every
+FH x FW window of the (zero-padded) input into a row, so that
+``col @ W.reshape(FN, -1).T`` is the convolution, in (N, out_h, out_w, FN)
+order, which the book then transposes to (N, FN, out_h, out_w).
+
+The layers here keep the product and drop the transposes: ``unfold`` writes,
+for each image, the windows as *columns*, ``col[n]`` of shape
+(C*FH*FW, out_h*out_w) (the same numbers as the book's ``im2col`` rows for that
+image, transposed), so that ``W.reshape(FN, -1) @ col[n]`` is already image
+``n``'s output in the book's (FN, out_h, out_w) layout, and NumPy's batched
+``matmul`` runs all N products on BLAS without a copy. ``fold`` is its adjoint
+(the book's ``col2im`` for that layout): it adds the columns back into an
+image. ``im2col`` / ``col2im`` are the book's own layout, for
+``minidl.util``. ``maxpool_forward`` / ``maxpool_backward`` read and write
+the images directly instead of going through ``im2col``.
+
+Exactness. Copies are exact. Where windows overlap, ``col2im``, ``fold`` and
+``maxpool_backward`` add a pixel's contributions in the book's order (its
+``col2im`` adds the window offsets (ky, kx) one after the other), so float64
+results are the book's bit for bit; ``maxpool_forward`` keeps the first
+maximum of a window, as ``np.argmax`` does (and a NaN, as ``np.max`` does).
+Zero padding takes part in the max, as in the book (its ``im2col`` pads with
+zeros); gradients that fall on the padding are dropped, as its ``col2im`` does.
+
+Every kernel is a ``noexcept nogil`` C function over the ``floating`` fused
+type, for one image; the ``def`` wrappers check that the buffers they are given
+agree with the geometry (so that nothing can index out of bounds: the module is
+compiled without bounds checks, see ``setup.py``) and share the images out
+between ``n_threads`` OpenMP threads. Arguments marked ``# IN`` are read,
+``# OUT`` are written and allocated by the caller. The NumPy reference for each
+is in ``minidl._conv_numpy``; the tests hold every kernel to it and to the
+book's code.
+"""
+
+from cython.parallel cimport prange
+from libc.stdint cimport int64_t
+from libc.string cimport memcpy, memset
+
+ctypedef fused floating:
+    float
+    double
+
+
+# -- geometry helpers -------------------------------------------------------------------
+
+cdef inline Py_ssize_t _first_inside(Py_ssize_t k, Py_ssize_t S, Py_ssize_t P) noexcept nogil:
+    """The first output position o with o*S + k - P >= 0."""
+    if k >= P:
+        return 0
+    return (P - k + S - 1) // S
+
+
+cdef inline Py_ssize_t _end_inside(Py_ssize_t k, Py_ssize_t S, Py_ssize_t P, Py_ssize_t size,
+                                   Py_ssize_t O) noexcept nogil:
+    """One past the last output position o (< O) with o*S + k - P < size."""
+    cdef Py_ssize_t last = size - 1 - k + P  # o*S <= last
+    if last < 0:
+        return 0
+    return min(O, last // S + 1)
+
+
+# -- unfold / fold: windows as columns, one image at a time ------------------------------
+
+cdef void _unfold(
+    const floating* x,          # IN (C, H, W) one image
+    Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
+    Py_ssize_t FH, Py_ssize_t FW, Py_ssize_t S, Py_ssize_t P,
+    Py_ssize_t OH, Py_ssize_t OW,
+    floating* col,              # OUT (C*FH*FW, OH*OW)
+) noexcept nogil:
+    cdef Py_ssize_t c, ky, kx, oy, ox, iy, ox0, ox1
+    cdef floating* dst
+    cdef const floating* src
+    for c in range(C):
+        for ky in range(FH):
+            for kx in range(FW):
+                ox0 = _first_inside(kx, S, P)
+                ox1 = _end_inside(kx, S, P, W, OW)
+                if ox1 < ox0:
+                    ox1 = ox0
+                for oy in range(OH):
+                    dst = col + (((c * FH + ky) * FW + kx) * OH + oy) * OW
+                    iy = oy * S + ky - P
+                    if iy < 0 or iy >= H:
+                        memset(dst, 0, OW * sizeof(floating))
+                        continue
+                    src = x + (c * H + iy) * W  # row iy; output ox reads pixel ox*S + kx - P
+                    for ox in range(ox0):
+                        dst[ox] = 0
+                    if S == 1 and ox1 > ox0:
+                        memcpy(dst + ox0, src + ox0 + kx - P, (ox1 - ox0) * sizeof(floating))
+                    else:
+                        for ox in range(ox0, ox1):
+                            dst[ox] = src[ox * S + kx - P]
+                    for ox in range(ox1, OW):
+                        dst[ox] = 0
+
+
+cdef void _fold(
+    const floating* col,        # IN (C*FH*FW, OH*OW)
+    Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
+    Py_ssize_t FH, Py_ssize_t FW, Py_ssize_t S, Py_ssize_t P,
+    Py_ssize_t OH, Py_ssize_t OW,
+    floating* img,              # OUT (C, H, W) one image, overwritten
+) noexcept nogil:
+    cdef Py_ssize_t c, ky, kx, oy, ox, iy, ox0, ox1
+    cdef const floating* src
+    cdef floating* dst
+    memset(img, 0, C * H * W * sizeof(floating))
+    for c in range(C):
+        for ky in range(FH):  # (ky, kx) outermost: each pixel's sum in the book's order
+            for kx in range(FW):
+                ox0 = _first_inside(kx, S, P)
+                ox1 = _end_inside(kx, S, P, W, OW)
+                for oy in range(OH):
+                    iy = oy * S + ky - P
+                    if iy < 0 or iy >= H:
+                        continue
+                    src = col + (((c * FH + ky) * FW + kx) * OH + oy) * OW
+                    dst = img + (c * H + iy) * W
+                    for ox in range(ox0, ox1):
+                        dst[ox * S + kx - P] += src[ox]
+
+
+cdef void _check_geometry(tuple x_shape, Py_ssize_t FH, Py_ssize_t FW, Py_ssize_t S,
+                          Py_ssize_t P, Py_ssize_t OH, Py_ssize_t OW) except *:
+    cdef Py_ssize_t H = x_shape[2], W = x_shape[3]
+    if FH < 1 or FW < 1 or S < 1 or P < 0 or OH < 1 or OW < 1:
+        raise ValueError(f"bad geometry: filter {FH}x{FW}, stride {S}, pad {P}, out {OH}x{OW}")
+    if (OH - 1) * S + FH > H + 2 * P or (OW - 1) * S + FW > W + 2 * P:
+        raise ValueError(f"windows of {FH}x{FW}, stride {S}, pad {P} do not give {OH}x{OW} "
+                         f"outputs on a {H}x{W} input")
+
+
+def unfold(
+    const floating[:, :, :, ::1] x,     # IN (N, C, H, W)
+    Py_ssize_t FH, Py_ssize_t FW, Py_ssize_t S, Py_ssize_t P,
+    floating[:, :, ::1] col,            # OUT (N, C*FH*FW, OH*OW)
+    Py_ssize_t OH, Py_ssize_t OW,
+    int n_threads=1,
+):
+    """``col[n]`` = image n's FH x FW windows (stride S, zero padding P) as columns."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t n
+    _check_geometry((N, C, H, W), FH, FW, S, P, OH, OW)
+    if col.shape[0] != N or col.shape[1] != C * FH * FW or col.shape[2] != OH * OW:
+        raise ValueError(f"unfold: col has shape {tuple(col.shape)[:3]}, "
+                         f"expected {(N, C * FH * FW, OH * OW)}")
+    if N == 0:
+        return
+    for n in prange(N, nogil=True, schedule="static", num_threads=max(n_threads, 1)):
+        _unfold(&x[n, 0, 0, 0], C, H, W, FH, FW, S, P, OH, OW, &col[n, 0, 0])
+
+
+def fold(
+    const floating[:, :, ::1] col,      # IN (N, C*FH*FW, OH*OW)
+    Py_ssize_t FH, Py_ssize_t FW, Py_ssize_t S, Py_ssize_t P,
+    floating[:, :, :, ::1] img,         # OUT (N, C, H, W), overwritten
+    Py_ssize_t OH, Py_ssize_t OW,
+    int n_threads=1,
+):
+    """The adjoint of ``unfold``: every column added back into its window of ``img``."""
+    cdef Py_ssize_t N = img.shape[0], C = img.shape[1], H = img.shape[2], W = img.shape[3]
+    cdef Py_ssize_t n
+    _check_geometry((N, C, H, W), FH, FW, S, P, OH, OW)
+    if col.shape[0] != N or col.shape[1] != C * FH * FW or col.shape[2] != OH * OW:
+        raise ValueError(f"fold: col has shape {tuple(col.shape)[:3]}, "
+                         f"expected {(N, C * FH * FW, OH * OW)}")
+    if N == 0:
+        return
+    for n in prange(N, nogil=True, schedule="static", num_threads=max(n_threads, 1)):
+        _fold(&col[n, 0, 0], C, H, W, FH, FW, S, P, OH, OW, &img[n, 0, 0, 0])
+
+
+# -- the book's layout: one row per window ---------------------------------------------
+
+cdef void _im2col(
+    const floating* x,          # IN (C, H, W) one image
+    Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
+    Py_ssize_t FH, Py_ssize_t FW, Py_ssize_t S, Py_ssize_t P,
+    Py_ssize_t OH, Py_ssize_t OW,
+    floating* col,              # OUT (OH*OW, C*FH*FW): the image's rows of the book's col
+) noexcept nogil:
+    cdef Py_ssize_t c, ky, kx, oy, ox, iy, ix
+    cdef floating* row
+    for oy in range(OH):
+        for ox in range(OW):
+            row = col + (oy * OW + ox) * C * FH * FW
+            for c in range(C):
+                for ky in range(FH):
+                    iy = oy * S + ky - P
+                    for kx in range(FW):
+                        ix = ox * S + kx - P
+                        if iy < 0 or iy >= H or ix < 0 or ix >= W:
+                            row[0] = 0
+                        else:
+                            row[0] = x[(c * H + iy) * W + ix]
+                        row += 1
+
+
+cdef void _col2im(
+    const floating* col,        # IN (OH*OW, C*FH*FW): the image's rows
+    Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
+    Py_ssize_t FH, Py_ssize_t FW, Py_ssize_t S, Py_ssize_t P,
+    Py_ssize_t OH, Py_ssize_t OW,
+    floating* img,              # OUT (C, H, W) one image, overwritten
+) noexcept nogil:
+    cdef Py_ssize_t c, ky, kx, oy, ox, iy, ix
+    cdef const floating* row
+    memset(img, 0, C * H * W * sizeof(floating))
+    # windows from the last to the first: a pixel then receives its contributions
+    # in the order of their offsets (ky, kx), the order of the book's col2im
+    for oy in range(OH - 1, -1, -1):
+        for ox in range(OW - 1, -1, -1):
+            row = col + (oy * OW + ox) * C * FH * FW
+            for c in range(C):
+                for ky in range(FH):
+                    iy = oy * S + ky - P
+                    for kx in range(FW):
+                        ix = ox * S + kx - P
+                        if iy >= 0 and iy < H and ix >= 0 and ix < W:
+                            img[(c * H + iy) * W + ix] += row[0]
+                        row += 1
+
+
+def im2col(
+    const floating[:, :, :, ::1] x,     # IN (N, C, H, W)
+    Py_ssize_t FH, Py_ssize_t FW, Py_ssize_t S, Py_ssize_t P,
+    floating[:, ::1] col,               # OUT (N*OH*OW, C*FH*FW)
+    Py_ssize_t OH, Py_ssize_t OW,
+    int n_threads=1,
+):
+    """The book's ``im2col`` into ``col``."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t n
+    _check_geometry((N, C, H, W), FH, FW, S, P, OH, OW)
+    if col.shape[0] != N * OH * OW or col.shape[1] != C * FH * FW:
+        raise ValueError(f"im2col: col has shape {tuple(col.shape)[:2]}, "
+                         f"expected {(N * OH * OW, C * FH * FW)}")
+    if N == 0:
+        return
+    for n in prange(N, nogil=True, schedule="static", num_threads=max(n_threads, 1)):
+        _im2col(&x[n, 0, 0, 0], C, H, W, FH, FW, S, P, OH, OW, &col[n * OH * OW, 0])
+
+
+def col2im(
+    const floating[:, ::1] col,         # IN (N*OH*OW, C*FH*FW)
+    Py_ssize_t FH, Py_ssize_t FW, Py_ssize_t S, Py_ssize_t P,
+    floating[:, :, :, ::1] img,         # OUT (N, C, H, W), overwritten
+    Py_ssize_t OH, Py_ssize_t OW,
+    int n_threads=1,
+):
+    """The book's ``col2im`` into ``img`` (the padding dropped)."""
+    cdef Py_ssize_t N = img.shape[0], C = img.shape[1], H = img.shape[2], W = img.shape[3]
+    cdef Py_ssize_t n
+    _check_geometry((N, C, H, W), FH, FW, S, P, OH, OW)
+    if col.shape[0] != N * OH * OW or col.shape[1] != C * FH * FW:
+        raise ValueError(f"col2im: col has shape {tuple(col.shape)[:2]}, "
+                         f"expected {(N * OH * OW, C * FH * FW)}")
+    if N == 0:
+        return
+    for n in prange(N, nogil=True, schedule="static", num_threads=max(n_threads, 1)):
+        _col2im(&col[n * OH * OW, 0], C, H, W, FH, FW, S, P, OH, OW, &img[n, 0, 0, 0])
+
+
+# -- max pooling -------------------------------------------------------------------------
+
+cdef void _maxpool_forward(
+    const floating* x,          # IN (C, H, W) one image
+    Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
+    Py_ssize_t PH, Py_ssize_t PW, Py_ssize_t S, Py_ssize_t P,
+    Py_ssize_t OH, Py_ssize_t OW,
+    floating* out,              # OUT (C, OH, OW)
+    int64_t* arg,               # OUT (OH, OW, C): the book's arg_max rows for this image
+) noexcept nogil:
+    cdef Py_ssize_t c, ky, kx, oy, ox, iy, ix, j, best
+    cdef floating m = 0, v
+    for c in range(C):
+        for oy in range(OH):
+            for ox in range(OW):
+                best = 0
+                j = 0
+                for ky in range(PH):
+                    iy = oy * S + ky - P
+                    for kx in range(PW):
+                        ix = ox * S + kx - P
+                        if iy < 0 or iy >= H or ix < 0 or ix >= W:
+                            v = 0  # the book's zero padding takes part in the max
+                        else:
+                            v = x[(c * H + iy) * W + ix]
+                        # the first maximum, as np.argmax; a NaN wins and stays
+                        if j == 0 or v > m or (v != v and m == m):
+                            m = v
+                            best = j
+                        j += 1
+                out[(c * OH + oy) * OW + ox] = m
+                arg[(oy * OW + ox) * C + c] = best
+
+
+cdef void _maxpool_backward(
+    const floating* dout,       # IN (C, OH, OW) one image
+    const int64_t* arg,         # IN (OH, OW, C): window index of each maximum
+    Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
+    Py_ssize_t PH, Py_ssize_t PW, Py_ssize_t S, Py_ssize_t P,
+    Py_ssize_t OH, Py_ssize_t OW,
+    floating* dx,               # OUT (C, H, W), overwritten
+) noexcept nogil:
+    cdef Py_ssize_t c, oy, ox, iy, ix, j
+    memset(dx, 0, C * H * W * sizeof(floating))
+    for c in range(C):
+        # windows from the last to the first: the book's order of addition (see _col2im)
+        for oy in range(OH - 1, -1, -1):
+            for ox in range(OW - 1, -1, -1):
+                j = arg[(oy * OW + ox) * C + c]
+                iy = oy * S + j // PW - P
+                ix = ox * S + j % PW - P
+                if iy >= 0 and iy < H and ix >= 0 and ix < W:
+                    dx[(c * H + iy) * W + ix] += dout[(c * OH + oy) * OW + ox]
+
+
+def maxpool_forward(
+    const floating[:, :, :, ::1] x,     # IN (N, C, H, W)
+    Py_ssize_t PH, Py_ssize_t PW, Py_ssize_t S, Py_ssize_t P,
+    floating[:, :, :, ::1] out,         # OUT (N, C, OH, OW)
+    int64_t[::1] arg,                   # OUT (N*OH*OW*C,) the book's arg_max
+    int n_threads=1,
+):
+    """Max over PH x PW windows (stride S, zero padding P), and where each maximum is."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t OH = out.shape[2], OW = out.shape[3], n
+    _check_geometry((N, C, H, W), PH, PW, S, P, OH, OW)
+    if out.shape[0] != N or out.shape[1] != C or arg.shape[0] != N * OH * OW * C:
+        raise ValueError("maxpool_forward: out or arg does not match the input")
+    if N == 0:
+        return
+    for n in prange(N, nogil=True, schedule="static", num_threads=max(n_threads, 1)):
+        _maxpool_forward(&x[n, 0, 0, 0], C, H, W, PH, PW, S, P, OH, OW, &out[n, 0, 0, 0],
+                         &arg[n * OH * OW * C])
+
+
+def maxpool_backward(
+    const floating[:, :, :, ::1] dout,  # IN (N, C, OH, OW)
+    const int64_t[::1] arg,             # IN (N*OH*OW*C,) from maxpool_forward, in [0, PH*PW)
+    Py_ssize_t PH, Py_ssize_t PW, Py_ssize_t S, Py_ssize_t P,
+    floating[:, :, :, ::1] dx,          # OUT (N, C, H, W), overwritten
+    int n_threads=1,
+):
+    """Each window's gradient added to the pixel that was its maximum."""
+    cdef Py_ssize_t N = dx.shape[0], C = dx.shape[1], H = dx.shape[2], W = dx.shape[3]
+    cdef Py_ssize_t OH = dout.shape[2], OW = dout.shape[3], n
+    _check_geometry((N, C, H, W), PH, PW, S, P, OH, OW)
+    if dout.shape[0] != N or dout.shape[1] != C or arg.shape[0] != N * OH * OW * C:
+        raise ValueError("maxpool_backward: dout or arg does not match dx")
+    if N == 0:
+        return
+    # arg comes from maxpool_forward (the layer keeps it), but a student may have
+    # set it: an index outside the window would write outside dx
+    cdef Py_ssize_t i, size = PH * PW
+    cdef const int64_t* a = &arg[0]
+    cdef bint bad = False
+    with nogil:
+        for i in range(arg.shape[0]):
+            if a[i] < 0 or a[i] >= size:
+                bad = True
+                break
+    if bad:
+        raise ValueError(f"maxpool_backward: arg_max holds indices outside [0, {size})")
+    for n in prange(N, nogil=True, schedule="static", num_threads=max(n_threads, 1)):
+        _maxpool_backward(&dout[n, 0, 0, 0], &arg[n * OH * OW * C], C, H, W, PH, PW, S, P,
+                          OH, OW, &dx[n, 0, 0, 0])

@@ -1,0 +1,268 @@
+"""Convolution and Pooling against the book's layers (tests/book_conv.py), on both
+backends, and the convolution kernels against their NumPy reference."""
+
+import book_conv as book
+import numpy as np
+import pytest
+from conftest import DTYPES, RTOL, assert_sums_close
+
+import minidl
+from minidl import _conv
+from minidl._conv_numpy import ConvNumpyOps
+from minidl.gradient import numerical_gradient
+from minidl.layers import Convolution, Pooling
+
+# x shape, W shape, stride, pad: odd sizes, strides, pads, a batch of one, 1x1 filters
+CONV_CASES = [
+    ((2, 3, 7, 7), (4, 3, 3, 3), 1, 0),
+    ((1, 1, 5, 6), (2, 1, 2, 3), 1, 1),
+    ((3, 2, 9, 9), (3, 2, 3, 3), 2, 1),
+    ((2, 4, 5, 5), (5, 4, 1, 1), 1, 0),
+    ((1, 2, 8, 7), (3, 2, 4, 3), 2, 2),
+    ((2, 1, 6, 6), (2, 1, 6, 6), 1, 0),   # one window per image
+]
+
+# x shape, pool_h, pool_w, stride, pad
+POOL_CASES = [
+    ((2, 3, 6, 6), 2, 2, 2, 0),
+    ((1, 2, 7, 7), 3, 3, 2, 0),    # overlapping windows
+    ((2, 2, 5, 7), 3, 3, 1, 1),    # stride 1, pad 1 (windows over the zero padding)
+    ((3, 1, 4, 7), 2, 3, 2, 0),
+    ((1, 1, 3, 3), 3, 3, 1, 0),
+]
+
+
+def close(ours, theirs, dtype, scale=1.0):
+    # products and sums computed in dtype (the book always computes in float64)
+    rtol = RTOL[np.dtype(dtype)] * (10 if dtype == np.float32 else 1)
+    np.testing.assert_allclose(ours, theirs, rtol=rtol, atol=rtol * scale)
+
+
+def conv_pair(x_shape, w_shape, stride, pad, dtype, rng):
+    W = rng.standard_normal(w_shape).astype(dtype)
+    b = rng.standard_normal(w_shape[0]).astype(dtype)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    return x, W, b, Convolution(W, b, stride, pad), book.Convolution(W, b, stride, pad)
+
+
+@pytest.mark.parametrize("case", CONV_CASES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_convolution_is_the_books(backend, case, dtype, rng):
+    x, W, _, ours, theirs = conv_pair(*case, dtype, rng)
+    out = ours.forward(x)
+    expected = theirs.forward(x)
+    assert out.shape == expected.shape and out.dtype == dtype
+    scale = np.abs(expected).max()
+    close(out, expected, dtype, scale)
+
+    dout = rng.standard_normal(out.shape).astype(dtype)
+    dx = ours.backward(dout)
+    dx_book = theirs.backward(dout.copy())
+    assert dx.shape == x.shape and dx.dtype == dtype
+    assert ours.dW.shape == W.shape and ours.dW.dtype == dtype and ours.db.dtype == dtype
+    close(dx, dx_book, dtype, np.abs(dx_book).max())
+    close(ours.dW, theirs.dW, dtype, np.abs(theirs.dW).max())
+    close(ours.db, theirs.db, dtype, np.abs(theirs.db).max())
+
+
+def test_convolution_takes_non_contiguous_inputs_and_dout(backend, rng):
+    x_full = rng.standard_normal((3, 6, 9, 8))
+    x = x_full[::2, 1::2, :, ::-1]  # (2, 3, 9, 8), strided and reversed
+    W = rng.standard_normal((2, 4, 3, 3, 3))[:, 1]  # a non-contiguous W (2, 3, 3, 3)
+    b = rng.standard_normal(4)[::2]
+    ours, theirs = Convolution(W, b, 1, 1), book.Convolution(W, b, 1, 1)
+    close(ours.forward(x), theirs.forward(x), np.float64, 10)
+    dout = rng.standard_normal((2, 9, 8, 2)).transpose(0, 3, 1, 2)  # (2, 2, 9, 8), NHWC memory
+    close(ours.backward(dout), theirs.backward(dout), np.float64, 10)
+    close(ours.dW, theirs.dW, np.float64, 10)
+
+
+def test_convolution_follows_numpy_promotion(backend, rng):
+    W = rng.standard_normal((2, 1, 3, 3))
+    b = np.zeros(2)
+    pixels = rng.integers(0, 256, size=(2, 1, 5, 5)).astype(np.uint8)
+    out = Convolution(W, b).forward(pixels)
+    assert out.dtype == np.float64  # uint8 images with float64 weights: float64
+    close(out, book.Convolution(W, b).forward(pixels), np.float64, 1e3)
+    out32 = Convolution(W, b).forward(pixels.astype(np.float32))
+    assert out32.dtype == np.float64  # float32 images with float64 weights compute in float64
+    W32, b32 = W.astype(np.float32), b.astype(np.float32)
+    assert Convolution(W32, b32).forward(pixels.astype(np.float32)).dtype == np.float32
+
+
+def test_convolution_keeps_references_to_its_parameters(backend, rng):
+    W, b = rng.standard_normal((2, 1, 3, 3)), np.zeros(2)
+    layer = Convolution(W, b)
+    x = rng.standard_normal((1, 1, 4, 4))
+    before = layer.forward(x)
+    W -= 0.5  # in place, as network.params[key] -= lr * grad[key] does
+    b += 1.0
+    after = layer.forward(x)
+    close(after, book.Convolution(W, b).forward(x), np.float64, 10)
+    assert not np.allclose(before, after)
+    assert layer.W is W and layer.b is b
+    layer.W = np.zeros_like(W)  # the book's load_params assigns new arrays
+    np.testing.assert_allclose(layer.forward(x), np.ones((1, 2, 2, 2)))
+
+
+def test_convolution_backward_without_dx(backend, rng):
+    x, _, _, ours, theirs = conv_pair((2, 2, 5, 5), (3, 2, 3, 3), 1, 1, np.float64, rng)
+    dout = rng.standard_normal(ours.forward(x).shape)
+    theirs.forward(x)
+    theirs.backward(dout)
+    assert ours.backward(dout, need_dx=False) is None
+    close(ours.dW, theirs.dW, np.float64, 10)
+
+
+@pytest.mark.parametrize("case", POOL_CASES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_pooling_is_the_books(backend, case, dtype, rng):
+    x_shape, ph, pw, stride, pad = case
+    x = rng.standard_normal(x_shape).astype(dtype)
+    x[0, 0, :2, :2] = 0.0  # a tie: both take the first maximum
+    ours, theirs = Pooling(ph, pw, stride, pad), book.Pooling(ph, pw, stride, pad)
+    out = ours.forward(x)
+    if pad == 0:  # the book's Pooling computes its output size without the padding
+        np.testing.assert_array_equal(out, theirs.forward(x))
+        np.testing.assert_array_equal(ours.arg_max, theirs.arg_max)
+    assert out.dtype == dtype
+    # the book's formula, through the book's im2col (which does pad)
+    col = book.im2col(x, ph, pw, stride, pad).reshape(-1, ph * pw)
+    N, C = x_shape[:2]
+    expected = col.max(axis=1).reshape(N, out.shape[2], out.shape[3], C).transpose(0, 3, 1, 2)
+    np.testing.assert_array_equal(out, expected)
+    np.testing.assert_array_equal(ours.arg_max, np.argmax(col, axis=1))
+
+    dout = rng.standard_normal(out.shape).astype(dtype)
+    dx = ours.backward(dout)
+    assert dx.shape == x.shape and dx.dtype == dtype
+    theirs.arg_max, theirs.x = ours.arg_max, x  # the book's backward from the same maxima
+    expected = theirs.backward(dout)
+    if dtype == np.float64:  # each pixel's sum in the book's order: the book's bits
+        np.testing.assert_array_equal(dx, expected)
+    assert_sums_close(dx, expected, theirs.backward(np.abs(dout)), dtype)
+
+
+def test_pooling_passes_nan_like_numpy(backend):
+    x = np.array([[[[1.0, np.nan], [3.0, np.nan]]]])
+    layer = Pooling(2, 2)
+    assert np.isnan(layer.forward(x)).all()
+    np.testing.assert_array_equal(layer.arg_max, [1])  # the first NaN, as np.argmax
+    np.testing.assert_array_equal(layer.backward(np.ones((1, 1, 1, 1))),
+                                  [[[[0.0, 1.0], [0.0, 0.0]]]])
+
+
+def test_pooling_takes_non_contiguous_and_integer_inputs(backend, rng):
+    x = rng.standard_normal((2, 4, 8, 6))[:, ::2, ::-1, :]
+    ours, theirs = Pooling(2, 2), book.Pooling(2, 2)
+    np.testing.assert_array_equal(ours.forward(x), theirs.forward(x))
+    dout = rng.standard_normal((2, 2, 3, 4)).transpose(0, 1, 3, 2)  # (2, 2, 4, 3)
+    np.testing.assert_array_equal(ours.backward(dout), theirs.backward(dout))
+    pixels = rng.integers(0, 256, size=(1, 1, 4, 4)).astype(np.uint8)
+    out = Pooling(2, 2).forward(pixels)
+    assert out.dtype == np.float64
+    np.testing.assert_array_equal(out, book.Pooling(2, 2).forward(pixels))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_layer_gradients_match_numerical_ones(backend, dtype, rng):
+    # loss = sum(pool(conv(x)) * r): backprop against the book's central differences
+    x = rng.standard_normal((2, 2, 6, 6))
+    W, b = rng.standard_normal((3, 2, 3, 3)), rng.standard_normal(3)
+    conv, pool = Convolution(W, b, 1, 1), Pooling(2, 2, 2)
+    r = rng.standard_normal((2, 3, 3, 3))
+
+    def loss(_):
+        return float(np.sum(pool.forward(conv.forward(x)) * r))
+
+    loss(None)
+    dx = conv.backward(pool.backward(r))
+    for name, analytic, param in (("W", conv.dW, W), ("b", conv.db, b), ("x", dx, x)):
+        numeric = numerical_gradient(loss, param)
+        np.testing.assert_allclose(analytic, numeric, rtol=1e-6, atol=1e-7, err_msg=name)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: Convolution(np.zeros((2, 1, 5, 5)), np.zeros(2)).forward(np.zeros((1, 1, 3, 3))),
+     "filter height 5 is larger than the padded input"),
+    (lambda: Convolution(np.zeros((2, 1, 2, 2)), np.zeros(2), 2).forward(np.zeros((1, 1, 5, 5))),
+     "stride 2 does not divide"),
+    (lambda: Convolution(np.zeros((2, 3, 2, 2)), np.zeros(2)).forward(np.zeros((1, 1, 5, 5))),
+     r"expected input of shape \(N, 3, H, W\)"),
+    (lambda: Convolution(np.zeros((2, 1, 2, 2)), np.zeros(3)).forward(np.zeros((1, 1, 5, 5))),
+     "b of shape"),
+    (lambda: Convolution(np.zeros((2, 1, 2, 2)), np.zeros(2)).forward(np.zeros((1, 25))),
+     r"\(N, 1, H, W\)"),
+    (lambda: Pooling(2, 2).forward(np.zeros((1, 1, 5, 5))), "stride 2 does not divide"),
+    (lambda: Pooling(3, 3).forward(np.zeros((1, 1, 2, 2))), "larger than the padded input"),
+    (lambda: Pooling(2, 2).forward(np.zeros((4, 4))), r"\(N, C, H, W\)"),
+    (lambda: Pooling(2, 2).backward(np.zeros((1, 1, 2, 2))), "before forward"),
+    (lambda: Convolution(np.zeros((2, 1, 2, 2)), np.zeros(2)).backward(np.zeros(1)),
+     "before forward"),
+])
+def test_shapes_that_cannot_work_are_clear_errors(backend, call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+def test_backward_checks_dout_and_arg_max(backend, rng):
+    conv = Convolution(rng.standard_normal((2, 1, 3, 3)), np.zeros(2))
+    conv.forward(rng.standard_normal((1, 1, 4, 4)))
+    with pytest.raises(ValueError, match=r"dout must have shape \(1, 2, 2, 2\)"):
+        conv.backward(np.zeros((1, 2, 3, 3)))
+    pool = Pooling(2, 2)
+    pool.forward(rng.standard_normal((1, 1, 4, 4)))
+    with pytest.raises(ValueError, match=r"dout must have shape \(1, 1, 2, 2\)"):
+        pool.backward(np.zeros((1, 1, 4, 4)))
+    pool.arg_max = np.zeros(3, dtype=np.int64)
+    with pytest.raises(ValueError, match="arg_max must hold 4 window indices"):
+        pool.backward(np.zeros((1, 1, 2, 2)))
+
+
+def test_the_kernels_refuse_buffers_that_do_not_fit(rng):
+    x = np.zeros((1, 1, 4, 4))
+    with pytest.raises(ValueError, match="expected"):
+        _conv.unfold(x, 3, 3, 1, 0, np.zeros((1, 9, 3)), 2, 2)
+    with pytest.raises(ValueError, match="do not give"):
+        _conv.im2col(x, 3, 3, 1, 0, np.zeros((9, 9)), 3, 3)
+    with pytest.raises(ValueError, match="outside"):
+        _conv.maxpool_backward(np.zeros((1, 1, 2, 2)), np.array([0, 1, 4, 0]), 2, 2, 2, 0,
+                               np.zeros((1, 1, 4, 4)))
+    with pytest.raises(ValueError):  # dtypes must agree
+        _conv.unfold(x, 3, 3, 1, 0, np.zeros((1, 9, 4), dtype=np.float32), 2, 2)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CONV_CASES)
+def test_unfold_and_fold_are_the_books_im2col_transposed(case, dtype, rng):
+    x_shape, (_, C, FH, FW), stride, pad = case
+    x = rng.standard_normal(x_shape).astype(dtype)
+    N, _, H, W = x_shape
+    oh, ow = (H + 2 * pad - FH) // stride + 1, (W + 2 * pad - FW) // stride + 1
+    col = np.empty((N, C * FH * FW, oh * ow), dtype=dtype)
+    _conv.unfold(x, FH, FW, stride, pad, col, oh, ow)
+    book_col = ConvNumpyOps().im2col(x, FH, FW, stride, pad, oh, ow)
+    np.testing.assert_array_equal(col, book_col.reshape(N, oh * ow, -1).transpose(0, 2, 1))
+    c = rng.standard_normal(col.shape).astype(dtype)
+    img = np.empty(x_shape, dtype=dtype)
+    _conv.fold(c, FH, FW, stride, pad, img, oh, ow)
+    expected = ConvNumpyOps().col2im(c.transpose(0, 2, 1).reshape(N * oh * ow, -1), x_shape,
+                                     FH, FW, stride, pad, oh, ow)
+    np.testing.assert_array_equal(img, expected)  # the same sums in the same order
+
+
+def test_layers_run_on_the_numpy_backend_without_kernels(monkeypatch, rng):
+    # the reference path must not reach minidl._conv
+    before = minidl.get_backend()
+    minidl.set_backend("numpy")
+    try:
+        for name in ("unfold", "fold", "im2col", "col2im", "maxpool_forward",
+                     "maxpool_backward"):
+            monkeypatch.setattr(_conv, name, None)
+        x = rng.standard_normal((1, 1, 6, 6))
+        conv = Convolution(rng.standard_normal((2, 1, 3, 3)), np.zeros(2))
+        pool = Pooling(2, 2)
+        out = pool.forward(conv.forward(x))
+        conv.backward(pool.backward(np.ones_like(out)))
+    finally:
+        minidl.set_backend(before)
