@@ -19,7 +19,9 @@ from .util import conv_geometry, window_dtype
 __all__ = [
     "AddLayer",
     "Affine",
+    "BatchNormalization",
     "Convolution",
+    "Dropout",
     "MulLayer",
     "Pooling",
     "Relu",
@@ -320,6 +322,181 @@ class Pooling:
                              f"window indices, got {arg_max.dtype} of shape {arg_max.shape}")
         return _backend.ops().pool_backward(dout, arg_max, self.x.shape, pool_h, pool_w,
                                             stride, pad, out_h, out_w)
+class Dropout:
+    """Drop each input with probability ``dropout_ratio`` while training
+    (http://arxiv.org/abs/1207.0580).
+
+    ``forward(x, train_flg=True)`` draws the mask ``np.random.rand(*x.shape) >
+    dropout_ratio`` from NumPy's global generator, as the book does (so that
+    ``np.random.seed`` gives the book's masks), and keeps it for ``backward``;
+    ``train_flg=False`` scales by ``1 - dropout_ratio`` instead and keeps the
+    last mask. ``dropout_ratio`` is in [0, 1).
+    """
+
+    def __init__(self, dropout_ratio=0.5):
+        self.dropout_ratio = dropout_ratio
+        self.mask = None
+        _check_ratio(dropout_ratio)
+
+    def forward(self, x, train_flg=True):
+        x = float_array("Dropout.forward", x)
+        _check_ratio(self.dropout_ratio)
+        if train_flg:
+            self.mask = np.random.rand(*x.shape) > self.dropout_ratio
+            return x * self.mask
+        else:
+            return x * (1.0 - self.dropout_ratio)
+
+    def backward(self, dout):
+        if self.mask is None:
+            raise ValueError("Dropout.backward called before a training forward (train_flg=True)")
+        dout = float_array("Dropout.backward", dout)
+        if dout.shape != self.mask.shape:
+            raise ValueError(f"Dropout.backward: dout must have shape {self.mask.shape}, "
+                             f"got {dout.shape}")
+        return dout * self.mask
+
+
+class BatchNormalization:
+    """Batch normalisation (http://arxiv.org/abs/1502.03167), the book's layer.
+
+    ``forward(x, train_flg=True)``: x is (N, D), or (N, C, H, W) which is
+    treated as (N, C*H*W) and given back in its shape. While training, each
+    feature is normalised by the batch's mean and variance,
+    ``xn = (x - mu) / sqrt(var + 10e-7)``, and ``running_mean`` and
+    ``running_var`` move towards them (``running = momentum * running + (1 -
+    momentum) * batch``); with ``train_flg=False`` the running ones are used.
+    The output is ``gamma * xn + beta`` (``gamma``, ``beta``: (D,) arrays,
+    kept by reference like Affine's W and b). ``backward`` sets ``dgamma``
+    and ``dbeta`` and returns dx.
+
+    A batch of one has variance 0 in every feature: ``xn`` is 0, the output is
+    ``beta`` and dx is 0 (the book's 10e-7 keeps it finite); it trains
+    ``beta`` only.
+    """
+
+    def __init__(self, gamma, beta, momentum=0.9, running_mean=None, running_var=None):
+        self.gamma = gamma
+        self.beta = beta
+        self.momentum = momentum
+        self.input_shape = None  # 4-D after a convolution layer, 2-D after an affine one
+
+        # the mean and variance used at test time
+        self.running_mean = running_mean
+        self.running_var = running_var
+
+        # what backward needs from forward
+        self.batch_size = None
+        self.xc = None
+        self.xn = None
+        self.std = None
+        self.dgamma = None
+        self.dbeta = None
+        _check_momentum(momentum)
+
+    def forward(self, x, train_flg=True):
+        x = float_array("BatchNormalization.forward", x)
+        batch_size_of("BatchNormalization.forward", x)
+        if x.ndim < 2:
+            raise ValueError(f"BatchNormalization.forward: expected (N, D) or (N, C, H, W), "
+                             f"got shape {x.shape}")
+        self.input_shape = x.shape
+        if x.ndim != 2:
+            x = x.reshape(x.shape[0], -1)
+
+        out = self.__forward(x, train_flg)
+
+        return out.reshape(*self.input_shape)
+
+    def __forward(self, x, train_flg):
+        self._check(x.shape[1])
+        if self.running_mean is None:  # (the book's are float64; here gamma's dtype)
+            D = x.shape[1]
+            self.running_mean = np.zeros(D, dtype=self.gamma.dtype)
+            self.running_var = np.zeros(D, dtype=self.gamma.dtype)
+
+        if train_flg:
+            mu = x.mean(axis=0)
+            xc = x - mu
+            var = np.mean(xc**2, axis=0)
+            std = np.sqrt(var + 10e-7)
+            xn = xc / std
+
+            self.batch_size = x.shape[0]
+            self.xc = xc
+            self.xn = xn
+            self.std = std
+            self.running_mean = self.momentum * self.running_mean + (1 - self.momentum) * mu
+            self.running_var = self.momentum * self.running_var + (1 - self.momentum) * var
+        else:
+            xc = x - self.running_mean
+            xn = xc / np.sqrt(self.running_var + 10e-7)
+
+        out = self.gamma * xn + self.beta
+        return out
+
+    def backward(self, dout):
+        if self.xn is None:
+            raise ValueError("BatchNormalization.backward called before a training forward "
+                             "(train_flg=True)")
+        dout = float_array("BatchNormalization.backward", dout)
+        if dout.shape[:1] != (self.batch_size,) or dout.size != self.xn.size:
+            raise ValueError(f"BatchNormalization.backward: dout must have "
+                             f"{self.batch_size} rows of {self.xn.shape[1]} values "
+                             f"(the last training forward's), got shape {dout.shape}")
+        if dout.ndim != 2:
+            dout = dout.reshape(dout.shape[0], -1)
+
+        dx = self.__backward(dout)
+
+        dx = dx.reshape(*self.input_shape)
+        return dx
+
+    def __backward(self, dout):
+        dbeta = dout.sum(axis=0)
+        dgamma = np.sum(self.xn * dout, axis=0)
+        dxn = self.gamma * dout
+        dxc = dxn / self.std
+        dstd = -np.sum((dxn * self.xc) / (self.std * self.std), axis=0)
+        dvar = 0.5 * dstd / self.std
+        dxc += (2.0 / self.batch_size) * self.xc * dvar
+        dmu = np.sum(dxc, axis=0)
+        dx = dxc - dmu / self.batch_size
+
+        self.dgamma = dgamma
+        self.dbeta = dbeta
+
+        return dx
+
+    def _check(self, width):
+        """gamma, beta and the running statistics against the input's ``width`` features."""
+        _check_momentum(self.momentum)
+        for name in ("gamma", "beta", "running_mean", "running_var"):
+            value = getattr(self, name)
+            if value is None and name.startswith("running"):
+                continue
+            what = f"BatchNormalization: {name}"
+            if not isinstance(value, np.ndarray) or value.dtype.kind != "f":
+                raise TypeError(f"{what} must be a float array, got "
+                                f"{getattr(value, 'dtype', type(value).__name__)}")
+            if value.shape != (width,):
+                raise ValueError(f"{what} has shape {value.shape}; the input has {width} "
+                                 f"features per sample, so it must be ({width},)")
+
+
+def _check_ratio(ratio):
+    if isinstance(ratio, (bool, np.bool_)) or not isinstance(ratio, (int, float, np.number)):
+        raise TypeError(f"Dropout: dropout_ratio must be a number, got {ratio!r}")
+    if not 0 <= ratio < 1:  # (NaN fails too)
+        raise ValueError(f"Dropout: dropout_ratio must be in [0, 1), got {ratio}")
+
+
+def _check_momentum(momentum):
+    if isinstance(momentum, (bool, np.bool_)) or not isinstance(momentum,
+                                                                 (int, float, np.number)):
+        raise TypeError(f"BatchNormalization: momentum must be a number, got {momentum!r}")
+    if not 0 <= momentum <= 1:
+        raise ValueError(f"BatchNormalization: momentum must be in [0, 1], got {momentum}")
 
 
 def _activation_backward(what: str, kernel, dout, out):

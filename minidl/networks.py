@@ -20,10 +20,11 @@ from ._atomic import atomic_write
 from ._checks import FLOAT_DTYPES
 from ._fast_gradient import compiled_accuracy, compiled_gradient, compiled_loss
 from .gradient import numerical_gradient
-from .layers import Affine, Relu, Sigmoid, SoftmaxWithLoss
+from .layers import Affine, BatchNormalization, Dropout, Relu, Sigmoid, SoftmaxWithLoss
 from .numgrad import numerical_gradient_of, use_fast_path
 
-__all__ = ["MultiLayerNet", "ThreeLayerNet", "TwoLayerNet", "load_network"]
+__all__ = ["MultiLayerNet", "MultiLayerNetExtend", "ThreeLayerNet", "TwoLayerNet",
+           "load_network"]
 
 ACTIVATIONS = {"relu": Relu, "sigmoid": Sigmoid}
 EVAL_CHUNK = 8192  # rows per forward pass in accuracy()
@@ -35,6 +36,19 @@ class _LayerNet:
 
     def __init__(self, sizes, activation="relu", weight_init_std=0.01,
                  weight_decay_lambda=0.0, dtype=np.float64):
+        self._init_weights(sizes, activation, weight_init_std, weight_decay_lambda, dtype)
+
+        # build the layers
+        self.layers = OrderedDict()
+        n_affine = self.n_affine
+        for i in range(1, n_affine + 1):
+            self.layers[f"Affine{i}"] = Affine(self.params[f"W{i}"], self.params[f"b{i}"])
+            if i < n_affine:
+                self.layers[self._activation_name(i)] = ACTIVATIONS[activation]()
+        self.lastLayer = SoftmaxWithLoss()
+
+    def _init_weights(self, sizes, activation, weight_init_std, weight_decay_lambda, dtype):
+        """Check the architecture and draw ``params`` (W1, b1, W2, b2, ...) as the book does."""
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
         sizes = [int(s) for s in sizes]
@@ -43,6 +57,7 @@ class _LayerNet:
         dtype = np.dtype(dtype)
         if dtype not in FLOAT_DTYPES:
             raise TypeError(f"dtype must be float32 or float64, got {dtype}")
+        _check_weight_decay(weight_decay_lambda)
         self.sizes = sizes
         self.activation = activation
         self.weight_init_std = weight_init_std
@@ -57,15 +72,6 @@ class _LayerNet:
             self.params[f"W{i}"] = W.astype(dtype, copy=False)
             self.params[f"b{i}"] = np.zeros(sizes[i], dtype=dtype)
 
-        # build the layers
-        self.layers = OrderedDict()
-        n_affine = len(sizes) - 1
-        for i in range(1, n_affine + 1):
-            self.layers[f"Affine{i}"] = Affine(self.params[f"W{i}"], self.params[f"b{i}"])
-            if i < n_affine:
-                self.layers[self._activation_name(i)] = ACTIVATIONS[activation]()
-        self.lastLayer = SoftmaxWithLoss()
-
     def _activation_name(self, i):
         return f"{self.activation.capitalize()}{i}"
 
@@ -78,6 +84,10 @@ class _LayerNet:
     @property
     def last_layer(self):  # MultiLayerNet's name for it in the book
         return self.lastLayer
+
+    @last_layer.setter
+    def last_layer(self, layer):
+        self.lastLayer = layer
 
     @property
     def n_affine(self):
@@ -97,10 +107,16 @@ class _LayerNet:
         y = self.predict(x)
         loss = self.lastLayer.forward(y, t)
         if self.weight_decay_lambda:
-            for i in range(1, self.n_affine + 1):
-                W = self.params[f"W{i}"]
-                loss += 0.5 * self.weight_decay_lambda * np.sum(W ** 2)
+            return loss + self._weight_decay()
         return loss
+
+    def _weight_decay(self):
+        """The book's L2 penalty, 0.5 * lambda * sum(W ** 2) over the weights, in its order."""
+        weight_decay = 0
+        for i in range(1, self.n_affine + 1):
+            W = self.params[f"W{i}"]
+            weight_decay += 0.5 * self.weight_decay_lambda * np.sum(W ** 2)
+        return weight_decay
 
     def accuracy(self, x, t):
         """Fraction of rows of ``x`` whose highest score is the label in ``t``.
@@ -187,12 +203,29 @@ class _LayerNet:
         """Write parameters and architecture to ``path`` (``.npz``, no pickle), atomically."""
         meta = json.dumps({"format": FORMAT_VERSION, **self.architecture()})
         with atomic_write(Path(path)) as fh:
-            np.savez(fh, __architecture__=np.array(meta), **self.params)
+            np.savez(fh, __architecture__=np.array(meta), **self.params, **self._saved_state())
+
+    def _saved_state(self) -> dict:
+        """Arrays beyond ``params`` that ``save`` writes (MultiLayerNetExtend's running
+        statistics); ``_restore_state`` reads them back."""
+        return {}
+
+    def _restore_state(self, data, path) -> None:
+        pass
 
     @classmethod
     def load(cls, path):
         """Rebuild a network saved with ``save`` (whichever of the three it was)."""
         return load_network(path)
+
+
+def _check_weight_decay(weight_decay_lambda):
+    if isinstance(weight_decay_lambda, (bool, np.bool_)) or not isinstance(
+            weight_decay_lambda, (int, float, np.integer, np.floating)):
+        raise TypeError(f"weight_decay_lambda must be a number, got {weight_decay_lambda!r}")
+    if not 0 <= weight_decay_lambda < np.inf:  # (NaN fails too)
+        raise ValueError(f"weight_decay_lambda must be a finite number >= 0, "
+                         f"got {weight_decay_lambda}")
 
 
 def _init_scale(weight_init_std, fan_in):
@@ -226,16 +259,19 @@ class ThreeLayerNet(_LayerNet):
 
 
 class MultiLayerNet(_LayerNet):
-    """A fully connected network with any number of hidden layers.
+    """A fully connected network with any number of hidden layers (``common/multi_layer_net.py``).
 
     ``hidden_size_list``: sizes of the hidden layers, e.g. ``[100, 50]``;
     ``activation``: 'relu' or 'sigmoid'; ``weight_init_std``: a number, or
-    'relu'/'he' or 'sigmoid'/'xavier' for scaled initialisation;
-    ``weight_decay_lambda``: L2 weight decay.
+    'relu'/'he' (He's sqrt(2 / n), the default, as the book's) or
+    'sigmoid'/'xavier' (Xavier's sqrt(1 / n)), n the layer's fan-in;
+    ``weight_decay_lambda``: L2 weight decay, ``0.5 * lambda * sum(W ** 2)``
+    added to the loss and ``lambda * W`` to each weight's gradient.
+    Layers: ``Affine1``, ``Activation_function1``, ..., then ``last_layer``.
     """
 
     def __init__(self, input_size, hidden_size_list, output_size, activation="relu",
-                 weight_init_std=0.01, weight_decay_lambda=0.0, dtype=np.float64):
+                 weight_init_std="relu", weight_decay_lambda=0, dtype=np.float64):
         if isinstance(hidden_size_list, int):
             hidden_size_list = [hidden_size_list]
         super().__init__([input_size, *hidden_size_list, output_size], activation,
@@ -247,6 +283,162 @@ class MultiLayerNet(_LayerNet):
 
     def _activation_name(self, i):
         return f"Activation_function{i}"
+
+
+class MultiLayerNetExtend(_LayerNet):
+    """MultiLayerNet with Dropout and batch normalisation (``common/multi_layer_net_extend.py``).
+
+    The book's arguments, plus ``dtype``: ``use_dropout`` puts a
+    ``Dropout(dropout_ration)`` after each hidden activation, ``use_batchnorm``
+    a ``BatchNormalization(gamma{i}, beta{i})`` between each hidden Affine and
+    its activation (``gamma`` starts at ones, ``beta`` at zeros, both in
+    ``params``). Layers: ``Affine1``, ``BatchNorm1``, ``Activation_function1``,
+    ``Dropout1``, ..., the last ``Affine``, then ``last_layer``.
+
+    ``predict(x, train_flg=False)`` and ``loss(x, t, train_flg=False)`` pass
+    ``train_flg`` to the Dropout and BatchNorm layers (by name, as the book's);
+    ``gradient`` runs them in training mode (drawing new masks, moving the
+    running statistics) and ``accuracy`` in test mode, as the book does.
+    ``numerical_gradient`` is the book's loop on ``loss(x, t, train_flg=True)``:
+    with Dropout every evaluation draws a new mask, as in the book.
+
+    This network always runs the layer-by-layer code: minidl's compiled
+    whole-network shortcuts do not serve it.
+    """
+
+    def __init__(self, input_size, hidden_size_list, output_size, activation="relu",
+                 weight_init_std="relu", weight_decay_lambda=0, use_dropout=False,
+                 dropout_ration=0.5, use_batchnorm=False, dtype=np.float64):
+        if isinstance(hidden_size_list, int):
+            hidden_size_list = [hidden_size_list]
+        hidden_size_list = list(hidden_size_list)
+        self._init_weights([input_size, *hidden_size_list, output_size], activation,
+                           weight_init_std, weight_decay_lambda, dtype)
+        self.input_size = input_size
+        self.output_size = output_size
+        self.hidden_size_list = hidden_size_list
+        self.hidden_layer_num = len(hidden_size_list)
+        self.use_dropout = bool(use_dropout)
+        self.dropout_ration = dropout_ration
+        self.use_batchnorm = bool(use_batchnorm)
+
+        # build the layers, in the book's order (gamma/beta join params after the weights)
+        activation_layer = ACTIVATIONS[activation]
+        self.layers = OrderedDict()
+        for idx in range(1, self.hidden_layer_num + 1):
+            self.layers[f"Affine{idx}"] = Affine(self.params[f"W{idx}"], self.params[f"b{idx}"])
+            if self.use_batchnorm:
+                self.params[f"gamma{idx}"] = np.ones(hidden_size_list[idx - 1], dtype=self.dtype)
+                self.params[f"beta{idx}"] = np.zeros(hidden_size_list[idx - 1], dtype=self.dtype)
+                self.layers[f"BatchNorm{idx}"] = BatchNormalization(self.params[f"gamma{idx}"],
+                                                                    self.params[f"beta{idx}"])
+
+            self.layers[f"Activation_function{idx}"] = activation_layer()
+
+            if self.use_dropout:
+                self.layers[f"Dropout{idx}"] = Dropout(dropout_ration)
+
+        idx = self.hidden_layer_num + 1
+        self.layers[f"Affine{idx}"] = Affine(self.params[f"W{idx}"], self.params[f"b{idx}"])
+
+        self.lastLayer = SoftmaxWithLoss()
+
+    def predict(self, x, train_flg=False):
+        for key, layer in self.layers.items():
+            if "Dropout" in key or "BatchNorm" in key:
+                x = layer.forward(x, train_flg)
+            else:
+                x = layer.forward(x)
+
+        return x
+
+    def loss(self, x, t, train_flg=False):
+        """Cross-entropy of ``predict(x, train_flg)`` against ``t``, plus the weight decay."""
+        y = self.predict(x, train_flg)
+        return self.lastLayer.forward(y, t) + self._weight_decay()
+
+    def accuracy(self, x, t):
+        """Fraction of rows whose highest score (in test mode) is the label; in chunks
+        of ``EVAL_CHUNK`` rows, which in test mode are independent of each other."""
+        if t.ndim != 1:
+            t = np.argmax(t, axis=1)
+        correct = 0
+        for start in range(0, x.shape[0], EVAL_CHUNK):
+            y = self.predict(x[start:start + EVAL_CHUNK], train_flg=False)
+            correct += int(np.sum(np.argmax(y, axis=1) == t[start:start + EVAL_CHUNK]))
+        return correct / float(x.shape[0])
+
+    def numerical_gradient(self, x, t, method="generic"):
+        """The book's loop: central differences of ``loss(x, t, train_flg=True)``, h = 1e-4.
+
+        Keys in the book's order (W1, b1, gamma1, beta1, W2, ...). ``method``
+        exists for ``gradient_check``: only the generic loop serves this network.
+        """
+        if method not in ("auto", "generic"):
+            raise ValueError(f"{type(self).__name__}.numerical_gradient: only the generic loop "
+                             f"serves Dropout and BatchNorm networks, got method={method!r}")
+        loss_W = lambda W: self.loss(x, t, train_flg=True)
+
+        grads = {}
+        for idx in range(1, self.hidden_layer_num + 2):
+            for key in self._param_keys(idx):
+                grads[key] = numerical_gradient(loss_W, self.params[key])
+        return grads
+
+    def gradient(self, x, t):
+        """Gradients of ``loss(x, t, train_flg=True)`` by backpropagation (the book's order)."""
+        # forward
+        self.loss(x, t, train_flg=True)
+
+        # backward
+        dout = 1
+        dout = self.lastLayer.backward(dout)
+
+        layers = list(self.layers.values())
+        layers.reverse()
+        for layer in layers:
+            dout = layer.backward(dout)
+
+        grads = {}
+        for idx in range(1, self.hidden_layer_num + 2):
+            affine = self.layers[f"Affine{idx}"]
+            grads[f"W{idx}"] = affine.dW + self.weight_decay_lambda * self.params[f"W{idx}"]
+            grads[f"b{idx}"] = affine.db
+
+            if self.use_batchnorm and idx != self.hidden_layer_num + 1:
+                grads[f"gamma{idx}"] = self.layers[f"BatchNorm{idx}"].dgamma
+                grads[f"beta{idx}"] = self.layers[f"BatchNorm{idx}"].dbeta
+
+        return grads
+
+    def _param_keys(self, idx):
+        if self.use_batchnorm and idx != self.hidden_layer_num + 1:
+            return (f"W{idx}", f"b{idx}", f"gamma{idx}", f"beta{idx}")
+        return (f"W{idx}", f"b{idx}")
+
+    # -- saving and loading: the architecture, and BatchNorm's running statistics ---------
+    def architecture(self) -> dict:
+        return {**super().architecture(), "use_dropout": self.use_dropout,
+                "dropout_ration": self.dropout_ration, "use_batchnorm": self.use_batchnorm}
+
+    def _saved_state(self) -> dict:
+        state = {}
+        for name, layer in self.layers.items():
+            if isinstance(layer, BatchNormalization) and layer.running_mean is not None:
+                state[f"{name}.running_mean"] = layer.running_mean
+                state[f"{name}.running_var"] = layer.running_var
+        return state
+
+    def _restore_state(self, data, path) -> None:
+        for name, layer in self.layers.items():
+            if isinstance(layer, BatchNormalization) and f"{name}.running_mean" in data.files:
+                for stat in ("running_mean", "running_var"):
+                    saved = data[f"{name}.{stat}"]
+                    if saved.shape != layer.gamma.shape or saved.dtype.kind != "f":
+                        raise ValueError(f"{path}: {name}.{stat} has shape {saved.shape} "
+                                         f"and dtype {saved.dtype}, expected "
+                                         f"{layer.gamma.shape} floats")
+                    setattr(layer, stat, saved.copy())
 
 
 def load_network(path):
@@ -287,6 +479,7 @@ def _load_from(data, path):
             raise ValueError(f"{path}: parameter {key} has shape {saved.shape}, "
                              f"expected {value.shape}")
         value[...] = saved  # in place: the layers share these arrays
+    net._restore_state(data, path)
     return net
 
 
@@ -298,4 +491,11 @@ def _build(kind, sizes, meta, common, path):
     if kind == "MultiLayerNet" and len(sizes) >= 2:
         return MultiLayerNet(sizes[0], sizes[1:-1], sizes[-1],
                              weight_decay_lambda=meta.get("weight_decay_lambda", 0.0), **common)
+    if kind == "MultiLayerNetExtend" and len(sizes) >= 2:
+        return MultiLayerNetExtend(
+            sizes[0], sizes[1:-1], sizes[-1],
+            weight_decay_lambda=meta.get("weight_decay_lambda", 0.0),
+            use_dropout=bool(meta.get("use_dropout", False)),
+            dropout_ration=meta.get("dropout_ration", 0.5),
+            use_batchnorm=bool(meta.get("use_batchnorm", False)), **common)
     raise ValueError(f"{path}: unknown network {kind!r} with sizes {sizes}")
