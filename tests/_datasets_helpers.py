@@ -33,6 +33,8 @@ def isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_DATA_DIRS", str(tmp_path / "xdg-system"))
     monkeypatch.setenv("MINIDL_OFFLINE", "1")
     monkeypatch.delenv("MINIDL_DATA_DIR", raising=False)
+    # CIFAR-10 batches of SMALL_CIFAR_RECORDS images instead of 10000 (see small_cifar).
+    monkeypatch.setattr(_registry, "CIFAR_BATCH_RECORDS", SMALL_CIFAR_RECORDS)
     for name in list(_registry.MIRRORS):
         monkeypatch.setitem(_registry.MIRRORS, name, [])
     real_urlopen = urllib.request.urlopen
@@ -99,13 +101,29 @@ def unregister_idx(monkeypatch, dataset: str) -> None:
 
 # --- CIFAR-10 -------------------------------------------------------------------------------
 
-def small_cifar(seed: int = 0, per_batch: int = 4, n_test: int = 5) -> dict:
-    """Colour images (N, 3072) as five training batches and a test batch, with labels."""
+# Images per batch of the small CIFAR-10 copies (the isolated fixture makes it the expected
+# count): ten, so that the published class counts can hold, scaled down.
+SMALL_CIFAR_RECORDS = 10
+
+
+def small_cifar(seed: int = 0) -> dict:
+    """Colour images (N, 3072) as five training batches and a test batch, with labels.
+
+    As in the real CIFAR-10, scaled to batches of ``SMALL_CIFAR_RECORDS`` images: the test
+    batch holds each class equally often, the training batches too between them but not each
+    (so that a training batch in the test batch's place is detected).
+    """
+    n = SMALL_CIFAR_RECORDS
     rng = np.random.default_rng(seed)
-    train = [(rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
-              rng.integers(0, 10, per_batch).astype(np.uint8)) for _ in range(5)]
-    test = (rng.integers(0, 256, (n_test, 3072), dtype=np.uint8),
-            rng.integers(0, 10, n_test).astype(np.uint8))
+    t_train = np.repeat(np.arange(10, dtype=np.uint8), 5 * n // 10)
+    while True:
+        rng.shuffle(t_train)
+        batches = t_train.reshape(5, n)
+        if all(np.bincount(b, minlength=10).max() > n // 10 for b in batches):
+            break
+    train = [(rng.integers(0, 256, (n, 3072), dtype=np.uint8), b.copy()) for b in batches]
+    test = (rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+            rng.permutation(np.repeat(np.arange(10, dtype=np.uint8), n // 10)))
     return {"train": train, "test": test,
             "x_train": np.concatenate([b[0] for b in train]),
             "t_train": np.concatenate([b[1] for b in train]),

@@ -569,6 +569,6 @@ def test_gzip_helper_roundtrip(tmp_path):
     a = np.arange(2 * 28 * 28, dtype=np.uint8).reshape(2, 28, 28)
     p = tmp_path / "x.gz"
     p.write_bytes(gzip.compress(idx_bytes(a)))
-    np.testing.assert_array_equal(_idx.parse(_idx.read_file(p), "x", 3, (28, 28)),
-                                  a.reshape(2, -1))
+    np.testing.assert_array_equal(_idx.read_file(p, 3, (28, 28)), a.reshape(2, -1))
+    np.testing.assert_array_equal(_idx.parse(idx_bytes(a), "x", 3, (28, 28)), a.reshape(2, -1))
     assert IDX_FILES[0] == "train-images-idx3-ubyte"

@@ -112,7 +112,8 @@ def _read_source(name: str, source: _locate.Source) -> Arrays:
     info = DATASETS[name]
     if source.kind == "idx":
         files = dict(zip(IDX_FILES, source.files))
-        return _idx.read_dataset(files, name, info.image_shape[1:], info.n_classes)
+        return _idx.read_dataset(files, name, info.image_shape[1:], info.n_classes,
+                                 (info.n_train, info.n_test))
     if source.kind == "cifar-bin":
         return _cifar.read_bin_folder(source.path)
     if source.kind == "cifar-py":

@@ -135,6 +135,9 @@ CIFAR_BIN_TRAIN = tuple(f"data_batch_{i}.bin" for i in range(1, 6))
 CIFAR_BIN_TEST = "test_batch.bin"
 CIFAR_PY_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
 CIFAR_PY_TEST = "test_batch"
+# Published on the Toronto page: every batch (five training, one test) holds 10000 images; the
+# test batch exactly 1000 of each class, the training batches between them exactly 5000 of each.
+CIFAR_BATCH_RECORDS = 10000
 
 CHECKSUMS: dict[str, tuple[str, str]] = {
     # MNIST contents: sha256 that we computed from the uncompressed files of a copy whose md5s
