@@ -14,6 +14,7 @@ import numpy as np
 __all__ = [
     "cross_entropy_error",
     "identity_function",
+    "mean_squared_error",
     "relu",
     "relu_grad",
     "sigmoid",
@@ -21,6 +22,7 @@ __all__ = [
     "softmax",
     "softmax_loss",
     "step_function",
+    "sum_squared_error",
 ]
 
 
@@ -61,6 +63,16 @@ def softmax(x):
     return np.exp(x) / np.sum(np.exp(x), axis=-1, keepdims=True)
 
 
+def sum_squared_error(y, t):
+    """0.5 * sum((y - t) ** 2) over every element (the book's, for one sample or a batch)."""
+    return 0.5 * np.sum((y - t) ** 2)
+
+
+# The same formula under the name some translations of chapter 4 and courses give it;
+# like the book's, it is not divided by the number of elements.
+mean_squared_error = sum_squared_error
+
+
 def cross_entropy_error(y, t):
     """Mean cross-entropy of probabilities ``y`` (N, C) against labels ``t``.
 
@@ -80,5 +92,6 @@ def cross_entropy_error(y, t):
 
 
 def softmax_loss(X, t):
+    """cross_entropy_error(softmax(X), t): the scores' loss, as the book's."""
     y = softmax(X)
     return cross_entropy_error(y, t)

@@ -11,7 +11,8 @@ from ._checks import FLOAT_DTYPES, float_dtype
 from ._reference import NumpyOps
 from .numgrad import GradientCheckReport, H, gradient_check
 
-__all__ = ["GradientCheckReport", "H", "gradient_check", "numerical_gradient"]
+__all__ = ["GradientCheckReport", "H", "gradient_check", "numerical_gradient",
+           "numerical_gradient_2d"]
 
 
 def numerical_gradient(f: Callable[[np.ndarray], float], x: np.ndarray) -> np.ndarray:
@@ -32,3 +33,53 @@ def numerical_gradient(f: Callable[[np.ndarray], float], x: np.ndarray) -> np.nd
     if x.dtype not in FLOAT_DTYPES:  # non-native byte order: only NumPy's own loop reads it
         return NumpyOps().numerical_gradient(f, x, H)
     return _backend.ops().numerical_gradient(f, x, H)
+
+
+def _numerical_gradient_1d(f: Callable[[np.ndarray], float], x: np.ndarray) -> np.ndarray:
+    """The book's gradient of ``f`` at a 1-D ``x``: ``x[idx]`` set to ``float(x[idx]) + h``
+    and ``x[idx] - h`` in turn (h = 1e-4), ``f(x)`` for each, then restored (also when
+    ``f`` raises)."""
+    _check_callable_and_writeable("_numerical_gradient_1d", f, x)
+    if x.ndim != 1:
+        raise ValueError(f"_numerical_gradient_1d: x must be 1-D, got shape {x.shape}")
+    h = H
+    grad = np.zeros_like(x)
+
+    for idx in range(x.size):
+        tmp_val = x[idx]
+        try:
+            x[idx] = float(tmp_val) + h
+            fxh1 = f(x)  # f(x+h)
+
+            x[idx] = tmp_val - h
+            fxh2 = f(x)  # f(x-h)
+        finally:
+            x[idx] = tmp_val  # restore the value
+        grad[idx] = (fxh1 - fxh2) / (2 * h)
+
+    return grad
+
+
+def numerical_gradient_2d(f: Callable[[np.ndarray], float], X: np.ndarray) -> np.ndarray:
+    """The book's ``numerical_gradient_2d``: for a 2-D ``X``, the gradient of ``f`` at each
+    row, ``f`` being called with the row (1-D) as ch04's ``gradient_2d.py`` does; for a
+    1-D ``X``, the gradient at ``X``. Returns an array of ``X``'s shape and dtype."""
+    _check_callable_and_writeable("numerical_gradient_2d", f, X)
+    if X.ndim == 1:
+        return _numerical_gradient_1d(f, X)
+    if X.ndim != 2:
+        raise ValueError(f"numerical_gradient_2d: X must be 1-D or 2-D, got shape {X.shape}")
+    grad = np.zeros_like(X)
+
+    for idx, x in enumerate(X):
+        grad[idx] = _numerical_gradient_1d(f, x)
+
+    return grad
+
+
+def _check_callable_and_writeable(what, f, x):
+    if not callable(f):
+        raise TypeError(f"{what}: f must be callable, got {type(f).__name__}")
+    float_dtype(f"{what}: x", x)
+    if not x.flags.writeable:
+        raise ValueError(f"{what}: x is read-only; it must be perturbed in place")

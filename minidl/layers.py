@@ -322,6 +322,8 @@ class Pooling:
                              f"window indices, got {arg_max.dtype} of shape {arg_max.shape}")
         return _backend.ops().pool_backward(dout, arg_max, self.x.shape, pool_h, pool_w,
                                             stride, pad, out_h, out_w)
+
+
 class Dropout:
     """Drop each input with probability ``dropout_ratio`` while training
     (http://arxiv.org/abs/1207.0580).
