@@ -19,12 +19,13 @@ import numpy as np
 from ._atomic import atomic_write
 from ._checks import FLOAT_DTYPES
 from ._fast_gradient import compiled_accuracy, compiled_gradient, compiled_loss
+from .convnets import DeepConvNet, SimpleConvNet  # the book's ConvNets (chapters 7 and 8)
 from .gradient import numerical_gradient
 from .layers import Affine, BatchNormalization, Dropout, Relu, Sigmoid, SoftmaxWithLoss
 from .numgrad import numerical_gradient_of, use_fast_path
 
-__all__ = ["MultiLayerNet", "MultiLayerNetExtend", "ThreeLayerNet", "TwoLayerNet",
-           "load_network"]
+__all__ = ["DeepConvNet", "MultiLayerNet", "MultiLayerNetExtend", "SimpleConvNet",
+           "ThreeLayerNet", "TwoLayerNet", "load_network"]
 
 ACTIVATIONS = {"relu": Relu, "sigmoid": Sigmoid}
 EVAL_CHUNK = 8192  # rows per forward pass in accuracy()

@@ -5,8 +5,8 @@ byte then 3072 pixel bytes (the red plane, then green, then blue, each 32x32 row
 
 Python version (``cifar-10-batches-py``): each batch is a pickled dict with ``b'data'``, a uint8
 array (N, 3072) in the same pixel order, and ``b'labels'``, a list of N ints. Unpickling can run
-arbitrary code, so these files go through ``SafeUnpickler``, which builds only what that format
-holds (dicts, lists, bytes, strings, ints and uint8 NumPy arrays) and refuses every other global.
+arbitrary code, so these files go through ``minidl._safe_pickle.SafeUnpickler``, which builds
+only dicts, lists, bytes, strings, numbers and NumPy arrays and refuses every other global.
 
 Either way the result is colour uint8 (N, 3072) images and uint8 (N,) labels. What the Toronto
 page publishes is checked: every batch holds 10000 images (a binary batch is exactly 30730000
@@ -19,7 +19,6 @@ checked before it is read.
 
 from __future__ import annotations
 
-import codecs
 import io
 import os
 import pickle
@@ -31,6 +30,7 @@ from typing import BinaryIO
 
 import numpy as np
 
+from .._safe_pickle import RefusedPickle, SafeUnpickler
 from . import _checksum, _registry, _stream
 from ._registry import (
     CIFAR_BIN_ARCHIVE,
@@ -57,62 +57,6 @@ MAX_OTHER_MEMBER = 1 << 20
 def batch_records() -> int:
     """Images per batch (10000; read at call time so that tests can use small batches)."""
     return _registry.CIFAR_BATCH_RECORDS
-
-try:  # NumPy >= 2 moved the module; old pickles name numpy.core, new ones numpy._core.
-    from numpy._core.multiarray import _reconstruct
-except ImportError:  # pragma: no cover - NumPy 1.x
-    from numpy.core.multiarray import _reconstruct
-
-
-class RefusedPickle(pickle.UnpicklingError):
-    """The pickle asks for something a CIFAR-10 batch never holds."""
-
-
-def _safe_dtype(*args):
-    dtype = np.dtype(*args)
-    if dtype.hasobject:
-        raise RefusedPickle("object arrays are not allowed")
-    return dtype
-
-
-def _latin1_encode(text, encoding="latin1"):
-    # Python 3 writes bytes into protocol-2 pickles as _codecs.encode(str, 'latin1').
-    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
-        raise RefusedPickle("_codecs.encode is only allowed for latin-1 text")
-    return codecs.encode(text, "latin1")
-
-
-# The only globals a CIFAR-10 batch refers to: what rebuilds a NumPy array (numpy.core in the
-# original Python 2 files, numpy._core in pickles written by NumPy 2), and _codecs.encode, with
-# which Python 3 writes bytes into a protocol-2 pickle.
-_ALLOWED_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
-    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
-    ("numpy", "ndarray"): np.ndarray,
-    ("numpy", "dtype"): _safe_dtype,
-    ("_codecs", "encode"): _latin1_encode,
-}
-
-
-class SafeUnpickler(pickle.Unpickler):
-    """An unpickler for CIFAR-10 python-version batches that refuses everything else.
-
-    Only the globals that pickled NumPy arrays need are resolved; any other (``os.system``,
-    ``builtins.eval``, ...) raises ``RefusedPickle`` before anything is called.
-    """
-
-    def find_class(self, module: str, name: str):
-        try:
-            return _ALLOWED_GLOBALS[(module, name)]
-        except KeyError:
-            raise RefusedPickle(
-                f"refused to load '{module}.{name}': a CIFAR-10 batch holds only dicts, lists, "
-                "bytes, ints and NumPy arrays"
-            ) from None
-
-    def persistent_load(self, pid):
-        raise RefusedPickle("persistent ids are not allowed")
-
 
 def _check_batch(x: np.ndarray, t: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray]:
     if len(t) and t.max() >= N_CLASSES:
@@ -189,7 +133,7 @@ def parse_py_batch(data: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
     """Images (N, 3072) and labels (N,) of a python-version batch, unpickled safely."""
     try:
         # encoding='bytes': the batches were pickled by Python 2, whose str is our bytes.
-        batch = SafeUnpickler(io.BytesIO(data), encoding="bytes").load()
+        batch = SafeUnpickler(io.BytesIO(data), encoding="bytes", what="a CIFAR-10 batch").load()
     except RefusedPickle as e:
         raise ValueError(f"{where}: not a CIFAR-10 python batch, and unsafe: {e}") from None
     except (pickle.UnpicklingError, *_GARBLED) as e:
