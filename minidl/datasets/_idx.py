@@ -121,6 +121,18 @@ def read_file(
     return array
 
 
+def declared_count(path: Path, ndim: int) -> int | None:
+    """The number of items the header of IDX file ``path`` declares; None if unreadable."""
+    try:
+        with _open(path) as f:
+            head = _stream.read_up_to(f, 4 + 4 * ndim)
+    except (OSError, EOFError, zlib.error):
+        return None
+    if len(head) < 4 + 4 * ndim or int.from_bytes(head[:4], "big") != UBYTE << 8 | ndim:
+        return None
+    return int.from_bytes(head[4:8], "big")
+
+
 def parse(data: bytes, where: str, ndim: int, item_shape: tuple[int, ...] = ()) -> np.ndarray:
     """The uint8 array held by IDX bytes ``data``; ``where`` names them in error messages."""
     return read_stream(io.BytesIO(data), where, ndim, item_shape, file_size=len(data))

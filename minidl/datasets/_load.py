@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import _cache, _cifar, _download, _idx, _locate
+from . import _cache, _cifar, _download, _idx, _locate, _registry
 from ._errors import DatasetChecksumError, DatasetNotFoundError
 from ._registry import DATASETS, IDX_FILES, MIRRORS, DatasetInfo, canonical_name
 
@@ -127,6 +127,29 @@ def _keys(name: str, grayscale: bool) -> tuple[str, ...]:
     return _cache.KEYS
 
 
+def _source_shapes(name: str, source: _locate.Source) -> dict[str, tuple[int, ...]] | None:
+    """The shapes of the arrays ``source`` holds, without parsing it (None: unreadable).
+
+    MNIST-style: the counts its IDX headers declare; CIFAR-10: the published counts, which
+    parsing insists on. The cache is checked against these on every read.
+    """
+    info = DATASETS[name]
+    if source.kind == "idx":
+        counts = [_idx.declared_count(path, 3 if i % 2 == 0 else 1)
+                  for i, path in enumerate(source.files)]
+        if None in counts:
+            return None
+        features = info.image_shape[1] * info.image_shape[2]
+        return {"x_train": (counts[0], features), "t_train": (counts[1],),
+                "x_test": (counts[2], features), "t_test": (counts[3],)}
+    n = _registry.CIFAR_BATCH_RECORDS
+    shapes = {}
+    for split, count in (("train", 5 * n), ("test", n)):
+        shapes.update({f"x_{split}": (count, _cifar.N_PIXELS), f"t_{split}": (count,),
+                       f"x_{split}_gray": (count, _cifar.N_PIXELS // 3)})
+    return shapes
+
+
 def _raw_arrays(name: str, data_dir, download, grayscale: bool) -> Arrays:
     """uint8 ``x_train``, ``t_train``, ``x_test``, ``t_test``; CIFAR-10 in grayscale if asked."""
     search = _locate.find(name, data_dir)
@@ -138,7 +161,11 @@ def _raw_arrays(name: str, data_dir, download, grayscale: bool) -> Arrays:
         source = _download_into(name, data_dir, search)
     fingerprint = _cache.fingerprint(list(source.files))
     keys = _keys(name, grayscale)
-    arrays = _cache.load(name, fingerprint, keys)
+    shapes = _source_shapes(name, source)
+    arrays = None
+    if shapes is not None:  # else the source is damaged: parsing it says how
+        arrays = _cache.load(name, fingerprint, keys, {k: shapes[k] for k in keys},
+                             DATASETS[name].n_classes)
     if arrays is None:
         arrays = _read_source(name, source)
         if name == "cifar-10":  # cached too: the conversion takes longer than reading
