@@ -8,6 +8,7 @@ does from a shell.
 """
 
 from ._backend import get_backend, set_backend
+from ._config import show_config
 from .training import Trainer, train
 
 __version__ = "0.1.0"
@@ -20,6 +21,7 @@ __all__ = [
     "get_backend",
     "run_experiment",
     "set_backend",
+    "show_config",
     "train",
 ]
 

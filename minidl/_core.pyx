@@ -20,8 +20,7 @@ tests hold each kernel against it.
 
 cimport cython
 from cython.parallel cimport prange
-cimport openmp
-from openmp cimport omp_get_max_threads
+from ._openmp cimport omp_get_max_threads  # OpenMP's, or 1 in a serial build
 from libc.math cimport log
 from libc.stdint cimport int64_t
 
@@ -583,6 +582,7 @@ cdef inline Py_ssize_t _threads_for(Py_ssize_t work, int num_threads) noexcept n
     return min(<Py_ssize_t>num_threads, max(<Py_ssize_t>1, work // 2000000))
 
 
+@cython.warn.unreachable(False)  # float64 x with float32 W: the specialisation only raises
 def sparse_affine_forward(
     const xfloat[:, ::1] x,       # IN (M, K) inputs (unread when lists are given)
     const int64_t[::1] rows,      # IN (N,) the rows of x to use, in [0, M); None: all, in order
@@ -638,6 +638,7 @@ def sparse_affine_forward(
                   &out[i, 0], H)
 
 
+@cython.warn.unreachable(False)  # float64 x with float32 W: the specialisation only raises
 def sparse_affine_backward_weights(
     const xfloat[:, ::1] x,       # IN (M, K) inputs (unread when lists are given)
     const int64_t[::1] rows,      # IN (N,) the rows of x used, or None: all, in order

@@ -69,7 +69,7 @@ Like ``minidl._core``, the kernel trusts its arguments (bounds checks are off):
 """
 
 cimport cython
-cimport openmp
+from . cimport _openmp as openmp  # OpenMP's functions, or serial stand-ins
 from cython.parallel cimport prange, threadid
 from libc.math cimport INFINITY, exp, expm1, fabs, log, log1p
 from libc.stdint cimport int64_t, uint8_t

@@ -127,6 +127,7 @@ def finite(value: float) -> float | None:
 
 def environment() -> dict:
     from .. import __version__, get_backend
+    from .._config import environment_note
 
     return {
         "minidl": __version__,
@@ -134,6 +135,7 @@ def environment() -> dict:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "backend": get_backend(),
+        "build": environment_note(),  # OpenMP or a serial build, threads, SIMD kernels
     }
 
 
