@@ -28,6 +28,23 @@ def sum_squared_error(y, t):
     return 0.5 * np.sum((y - t) ** 2)
 
 
+# -- common/util.py ---------------------------------------------------------------
+def smooth_curve(x):
+    window_len = 11
+    s = np.r_[x[window_len-1:0:-1], x, x[-1:-window_len:-1]]
+    w = np.kaiser(window_len, 2)
+    y = np.convolve(w/w.sum(), s, mode="valid")
+    return y[5:len(y)-5]
+
+
+def shuffle_dataset(x, t):
+    permutation = np.random.permutation(x.shape[0])
+    x = x[permutation,:] if x.ndim == 2 else x[permutation,:,:,:]
+    t = t[permutation]
+
+    return x, t
+
+
 # -- common/gradient.py -----------------------------------------------------------
 def _numerical_gradient_1d(f, x):
     h = 1e-4  # 0.0001
