@@ -291,7 +291,8 @@ def test_incomplete_folder_is_skipped_and_reported(tmp_path, monkeypatch):
     with pytest.raises(DatasetNotFoundError, match="incomplete, lacks t10k-labels-idx1-ubyte"):
         load_mnist(data_dir=tmp_path / "partial")
     write_idx(cache_root(tmp_path) / "mnist", arrays, gz=True)
-    (x, _), _ = load_mnist(normalize=False, data_dir=tmp_path / "partial")
+    with pytest.warns(UserWarning, match="partial/mnist: incomplete, lacks t10k-labels.*; using "):
+        (x, _), _ = load_mnist(normalize=False, data_dir=tmp_path / "partial")
     np.testing.assert_array_equal(x, flat(arrays, "x_train"))
 
 

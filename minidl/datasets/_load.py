@@ -152,7 +152,7 @@ def _source_shapes(name: str, source: _locate.Source) -> dict[str, tuple[int, ..
 
 def _raw_arrays(name: str, data_dir, download, grayscale: bool) -> Arrays:
     """uint8 ``x_train``, ``t_train``, ``x_test``, ``t_test``; CIFAR-10 in grayscale if asked."""
-    search = _locate.find(name, data_dir)
+    search = _locate.find(name, data_dir, warn=True)
     source = search.source
     if source is None:
         allowed, why_not = _download_allowed(download)
@@ -384,6 +384,6 @@ def fetch(name: str, data_dir: str | os.PathLike | None = None) -> Path:
         if not path.is_file():
             _read_mini()  # raises the error
         return path
-    search = _locate.find(name, data_dir)
+    search = _locate.find(name, data_dir, warn=True)
     source = search.source if search.source is not None else _download_into(name, data_dir, search)
     return source.path

@@ -12,6 +12,7 @@ laid out as ``mnist/`` and ``fashion-mnist/`` (the four IDX files, gzip or not) 
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,6 +53,12 @@ class Search:
     def searched(self) -> list[str]:
         return [str(p) for _, _, looked in self.places for p, _ in looked]
 
+    @property
+    def problems(self) -> list[tuple[Path, str]]:
+        """The places that held something, but not a usable copy."""
+        return [(p, what) for _, _, looked in self.places for p, what in looked
+                if what not in ("absent", "found")]
+
 
 def data_roots(data_dir: str | os.PathLike | None) -> list[tuple[str, Path | None]]:
     """The data folders to search, in order, each with where it came from.
@@ -75,26 +82,40 @@ def data_roots(data_dir: str | os.PathLike | None) -> list[tuple[str, Path | Non
     return roots
 
 
-def _idx_files(folder: Path) -> tuple[dict[str, Path], list[str]]:
-    """The IDX files in ``folder`` (raw preferred to ``.gz``) and the names missing."""
-    found, missing = {}, []
-    for name in IDX_FILES:
-        for candidate in (folder / name, folder / (name + ".gz")):
-            if candidate.is_file():
-                found[name] = candidate
-                break
-        else:
-            missing.append(name + "[.gz]")
-    return found, missing
+def _folder_state(folder: Path) -> str | None:
+    """None for a folder; else what is there instead ('absent', or a file in its place)."""
+    if folder.is_dir():
+        return None
+    return "a file where a folder should be" if folder.exists() else "absent"
+
+
+def _not_files(paths: list[Path]) -> str:
+    """What is wrong with ``paths`` (each expected to be a file): a folder, or nothing."""
+    folders = [p.name for p in paths if p.is_dir()]
+    absent = [p.name for p in paths if not p.exists()]
+    parts = [f"lacks {', '.join(absent)}"] if absent else []
+    if folders:
+        parts.append(f"{', '.join(folders)} {'is a folder' if len(folders) == 1 else 'are folders'}"
+                     " where a file should be")
+    return "incomplete, " + "; ".join(parts)
 
 
 def look_idx(root: Path, folder_name: str) -> tuple[Source | None, list[tuple[Path, str]]]:
     folder = root / folder_name
-    if not folder.is_dir():
-        return None, [(folder, "absent")]
-    found, missing = _idx_files(folder)
-    if missing:
-        return None, [(folder, f"incomplete, lacks {', '.join(missing)}")]
+    state = _folder_state(folder)
+    if state is not None:
+        return None, [(folder, state)]
+    found, lacking = {}, []
+    for name in IDX_FILES:  # raw preferred to .gz
+        candidates = (folder / name, folder / (name + ".gz"))
+        file = next((c for c in candidates if c.is_file()), None)
+        if file is None:
+            lacking.append(next((c for c in candidates if c.is_dir()),
+                                folder / (name + "[.gz]")))
+        else:
+            found[name] = file
+    if lacking:
+        return None, [(folder, _not_files(lacking))]
     return Source("idx", folder, tuple(found[name] for name in IDX_FILES)), [(folder, "found")]
 
 
@@ -105,12 +126,13 @@ def look_cifar(root: Path) -> tuple[Source | None, list[tuple[Path, str]]]:
         ("cifar-py", CIFAR_PY_DIR, (*CIFAR_PY_TRAIN, CIFAR_PY_TEST)),
     ):
         folder = root / folder_name
-        if not folder.is_dir():
-            looked.append((folder, "absent"))
+        state = _folder_state(folder)
+        if state is not None:
+            looked.append((folder, state))
             continue
-        missing = [n for n in names if not (folder / n).is_file()]
-        if missing:
-            looked.append((folder, f"incomplete, lacks {', '.join(missing)}"))
+        lacking = [folder / n for n in names if not (folder / n).is_file()]
+        if lacking:
+            looked.append((folder, _not_files(lacking)))
             continue
         looked.append((folder, "found"))
         return Source(kind, folder, tuple(folder / n for n in names)), looked
@@ -119,19 +141,26 @@ def look_cifar(root: Path) -> tuple[Source | None, list[tuple[Path, str]]]:
         if archive.is_file():
             looked.append((archive, "found"))
             return Source("cifar-archive", archive, (archive,)), looked
-        looked.append((archive, "absent"))
+        looked.append((archive, "a folder where the archive should be" if archive.is_dir()
+                       else "absent"))
     return None, looked
 
 
 def look(name: str, root: Path) -> tuple[Source | None, list[tuple[Path, str]]]:
     """Whether data folder ``root`` holds a complete copy of dataset ``name``."""
+    if root.exists() and not root.is_dir():
+        return None, [(root, "a file, not a data folder")]
     if name == "cifar-10":
         return look_cifar(root)
     return look_idx(root, name)
 
 
-def find(name: str, data_dir: str | os.PathLike | None) -> Search:
-    """Search the data folders in order and stop at the first complete copy of ``name``."""
+def find(name: str, data_dir: str | os.PathLike | None, warn: bool = False) -> Search:
+    """Search the data folders in order and stop at the first complete copy of ``name``.
+
+    With ``warn``, a copy found after an earlier place held something broken (an incomplete
+    folder, a folder where a file should be, ...) is used with a warning that says so.
+    """
     search = Search()
     for origin, root in data_roots(data_dir):
         if root is None:
@@ -142,4 +171,7 @@ def find(name: str, data_dir: str | os.PathLike | None) -> Search:
         if source is not None:
             search.source = source
             break
+    if warn and search.source is not None and search.problems:
+        passed = "; ".join(f"{path}: {what}" for path, what in search.problems)
+        warnings.warn(f"minidl: {passed}; using {search.source.path} instead", stacklevel=4)
     return search
