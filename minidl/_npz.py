@@ -83,11 +83,11 @@ class NpzReader:
             raise NpzError(f"{self.path}: array {key} holds Python objects ({dtype}), which "
                            "only pickle could read; refused")
         nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
-        if f.tell() + nbytes != info.file_size:
+        held = info.file_size - f.tell()
+        if nbytes != held:
             f.close()
             raise NpzError(f"{self.path}: array {key} declares {shape} {dtype} "
-                           f"({nbytes} bytes) but its member holds "
-                           f"{info.file_size - f.tell()} bytes of data")
+                           f"({nbytes} bytes) but its member holds {held} bytes of data")
         return f, shape, fortran, dtype, nbytes
 
     def read(self, key: str) -> np.ndarray:

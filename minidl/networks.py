@@ -9,8 +9,6 @@ trains the network; ``layers`` is an OrderedDict in forward order.
 from __future__ import annotations
 
 import json
-import os
-import zipfile
 from collections import OrderedDict
 from pathlib import Path
 
@@ -19,6 +17,7 @@ import numpy as np
 from ._atomic import atomic_write
 from ._checks import FLOAT_DTYPES
 from ._fast_gradient import compiled_accuracy, compiled_gradient, compiled_loss
+from ._model_file import FORMAT_VERSION, ModelFile
 from .convnets import DeepConvNet, SimpleConvNet  # the book's ConvNets (chapters 7 and 8)
 from .gradient import numerical_gradient
 from .layers import Affine, BatchNormalization, Dropout, Relu, Sigmoid, SoftmaxWithLoss
@@ -29,7 +28,6 @@ __all__ = ["DeepConvNet", "MultiLayerNet", "MultiLayerNetExtend", "SimpleConvNet
 
 ACTIVATIONS = {"relu": Relu, "sigmoid": Sigmoid}
 EVAL_CHUNK = 8192  # rows per forward pass in accuracy()
-FORMAT_VERSION = 1
 
 
 class _LayerNet:
@@ -445,43 +443,51 @@ class MultiLayerNetExtend(_LayerNet):
 def load_network(path):
     """Rebuild a network from a file written by ``save``.
 
-    Raises ``ValueError`` naming the file when it is not a readable minidl model.
+    The file is checked before the network is built (``minidl._model_file``): the format
+    version, the architecture record, and every parameter's shape and dtype from the arrays'
+    headers against the declared sizes. Raises ``ValueError`` naming the file and the problem
+    when it is not a minidl model this version reads; ``FileNotFoundError`` when it is absent.
     """
-    try:
-        with np.load(os.fspath(path), allow_pickle=False) as data:
-            return _load_from(data, path)
-    except (zipfile.BadZipFile, EOFError, OSError, KeyError) as exc:
-        if isinstance(exc, FileNotFoundError):
-            raise
-        raise ValueError(f"{path}: not a readable minidl model file ({exc})") from None
-
-
-def _load_from(data, path):
-    if "__architecture__" not in data.files:
-        raise ValueError(f"{path}: not a minidl model file (no architecture record)")
-    try:
-        meta = json.loads(str(data["__architecture__"]))
-        kind, sizes = meta["class"], meta["sizes"]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ValueError(f"{path}: damaged architecture record ({exc})") from None
-    if not isinstance(sizes, list) or not all(isinstance(s, int) for s in sizes):
-        raise ValueError(f"{path}: damaged architecture record (sizes {sizes!r})")
-    common = {"activation": meta.get("activation", "relu"), "dtype": meta.get("dtype", "float64")}
-    rng_state = np.random.get_state()  # building draws weights; loading must not move the seed
-    try:
-        net = _build(kind, sizes, meta, common, path)
-    finally:
-        np.random.set_state(rng_state)
-    for key, value in net.params.items():
-        if key not in data.files:
-            raise ValueError(f"{path}: parameter {key} is missing")
-        saved = data[key]
-        if saved.shape != value.shape:
-            raise ValueError(f"{path}: parameter {key} has shape {saved.shape}, "
-                             f"expected {value.shape}")
-        value[...] = saved  # in place: the layers share these arrays
-    net._restore_state(data, path)
+    with ModelFile(path) as data:
+        meta = data.meta
+        data.check_params(_param_shapes(meta, data.path))
+        common = {"activation": meta["activation"], "dtype": meta["dtype"]}
+        rng_state = np.random.get_state()  # building draws weights; loading must not move it
+        try:
+            net = _build(meta["class"], meta["sizes"], meta, common, data.path)
+        except (ValueError, TypeError) as exc:  # an option the constructor refuses
+            raise ValueError(f"{data.path}: damaged architecture record ({exc})") from None
+        finally:
+            np.random.set_state(rng_state)
+        for key, value in net.params.items():
+            value[...] = data[key]  # in place: the layers share these arrays
+        net._restore_state(data, data.path)
     return net
+
+
+# The layer-stack networks load_network builds, with the number of sizes each takes.
+_SIZES_TAKEN = {"TwoLayerNet": (3, 3), "ThreeLayerNet": (4, 4),
+                "MultiLayerNet": (2, None), "MultiLayerNetExtend": (2, None)}
+
+
+def _param_shapes(meta, path):
+    """The shape of every parameter the record's network has, before building it."""
+    kind, sizes = meta["class"], meta["sizes"]
+    low, high = _SIZES_TAKEN.get(kind, (None, None))
+    if low is None or len(sizes) < low or (high is not None and len(sizes) > high):
+        raise ValueError(f"{path}: unknown network {kind!r} with sizes {sizes}")
+    for option in ("use_dropout", "use_batchnorm"):
+        if not isinstance(meta.get(option, False), bool):
+            raise ValueError(  # noqa: TRY004 - a damaged file, not a wrong argument
+                f"{path}: damaged architecture record ({option} "
+                f"{meta[option]!r} is not true or false)")
+    batchnorm = kind == "MultiLayerNetExtend" and meta.get("use_batchnorm", False)
+    shapes = {}
+    for i in range(1, len(sizes)):
+        shapes[f"W{i}"], shapes[f"b{i}"] = (sizes[i - 1], sizes[i]), (sizes[i],)
+        if batchnorm and i < len(sizes) - 1:
+            shapes[f"gamma{i}"] = shapes[f"beta{i}"] = (sizes[i],)
+    return shapes
 
 
 def _build(kind, sizes, meta, common, path):
@@ -491,12 +497,12 @@ def _build(kind, sizes, meta, common, path):
         return ThreeLayerNet(*sizes, **common)
     if kind == "MultiLayerNet" and len(sizes) >= 2:
         return MultiLayerNet(sizes[0], sizes[1:-1], sizes[-1],
-                             weight_decay_lambda=meta.get("weight_decay_lambda", 0.0), **common)
+                             weight_decay_lambda=meta["weight_decay_lambda"], **common)
     if kind == "MultiLayerNetExtend" and len(sizes) >= 2:
         return MultiLayerNetExtend(
             sizes[0], sizes[1:-1], sizes[-1],
-            weight_decay_lambda=meta.get("weight_decay_lambda", 0.0),
-            use_dropout=bool(meta.get("use_dropout", False)),
+            weight_decay_lambda=meta["weight_decay_lambda"],
+            use_dropout=meta.get("use_dropout", False),
             dropout_ration=meta.get("dropout_ration", 0.5),
-            use_batchnorm=bool(meta.get("use_batchnorm", False)), **common)
+            use_batchnorm=meta.get("use_batchnorm", False), **common)
     raise ValueError(f"{path}: unknown network {kind!r} with sizes {sizes}")

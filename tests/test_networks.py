@@ -203,7 +203,7 @@ def test_damaged_model_files_are_refused(tmp_path):
     with pytest.raises(ValueError):
         load_network(pickled)
     wrong_shape = tmp_path / "wrong.npz"
-    arch = '{"class": "TwoLayerNet", "sizes": [4, 3, 2]}'
+    arch = '{"format": 1, "class": "TwoLayerNet", "sizes": [4, 3, 2]}'
     np.savez(wrong_shape, __architecture__=np.array(arch), W1=np.ones((3, 3)), b1=np.zeros(3),
              W2=np.ones((3, 2)), b2=np.zeros(2))
     with pytest.raises(ValueError, match=r"W1 has shape \(3, 3\), expected \(4, 3\)"):
