@@ -121,7 +121,7 @@ def _dataset(text: str) -> str:
 
 TRAIN_EXAMPLES = """\
 examples:
-  minidl train                                  the seed's experiment: MNIST, 784-50-10 ReLU,
+  minidl train                                  the assignment's experiment: MNIST, 784-50-10 ReLU,
                                                 lr 0.1, batch 100, 10,000 iterations
   minidl train --lr 0.01 --out runs/lr-0.01     one change, files in runs/lr-0.01/
   minidl train --dataset fashion-mnist --hidden 100,50 --epochs 5
@@ -172,7 +172,7 @@ examples:
 
 MAIN_EXAMPLES = """\
 examples:
-  minidl train                               the seed's experiment, with curves and metrics
+  minidl train                               the assignment's experiment, with curves, metrics
   minidl compare --lr 0.1 0.01               two learning rates side by side
   minidl compare --activation relu sigmoid
   minidl compare --hidden 50 100,50
@@ -204,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = commands.add_parser("train", help="train one network, write metrics, curves, model",
-                            description="Train one network with the seed's SGD loop.",
+                            description="Train one network with the course notebook's SGD loop.",
                             epilog=TRAIN_EXAMPLES, formatter_class=_Formatter)
     _add_config_options(p, "train")
     _add_run_options(p)

@@ -74,6 +74,22 @@ class _LayerNet:
     def _activation_name(self, i):
         return f"{self.activation.capitalize()}{i}"
 
+    def __repr__(self) -> str:
+        # what a student needs to tell networks apart, not the arrays
+        parts = []
+        sizes = getattr(self, "sizes", None)
+        if sizes:
+            parts.append("-".join(str(s) for s in sizes))
+        if getattr(self, "activation", None):
+            parts.append(str(self.activation))
+        if getattr(self, "dtype", None) is not None:
+            parts.append(np.dtype(self.dtype).name)
+        n = sum(int(np.size(p)) for p in getattr(self, "params", {}).values())
+        parts.append(f"{n:,} parameters")
+        if getattr(self, "weight_decay_lambda", 0):
+            parts.append(f"weight decay {self.weight_decay_lambda:g}")
+        return f"{type(self).__name__}({', '.join(parts)})"
+
     def __getstate__(self):
         # copies and pickles leave out the compiled pass's buffers (rebuilt on use)
         state = self.__dict__.copy()

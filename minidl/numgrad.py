@@ -266,6 +266,20 @@ class GradientCheckReport:
         counts = [row.n_kink for row in self.rows]
         return None if any(c is None for c in counts) else sum(counts)
 
+    def _verdict(self, row) -> str:
+        """A row's verdict with its reason, for the same line as its differences."""
+        if row.n_bad:
+            return f"NOT ok: {row.n_bad} entries off"
+        if row.n_kink:
+            return f"ok (ReLU kinks excluded: {row.n_kink} entries)"
+        return "ok"
+
+    def _summary(self) -> str:
+        if not self.ok:
+            return f"NOT ok: {sum(r.n_bad for r in self.rows)} entries off"
+        kinks = self.n_kink
+        return f"ok (ReLU kinks excluded: {kinks} entries)" if kinks else "ok"
+
     def __str__(self) -> str:
         n_params = sum(row.size for row in self.rows)
         lines = [
@@ -275,25 +289,49 @@ class GradientCheckReport:
              f"numerical {_fmt_seconds(self.numerical_seconds)} "
              f"({self.numerical_method}: 2 losses per parameter)"),
             (f"  {'key':<5} {'shape':<12} {'max|diff|':>10} {'max rel':>10} {'mean|diff|':>10} "
-             f"{'kinks':>7} {'max|diff| off kinks':>20}"),
+             f"{'kinks':>7} {'max|diff| off kinks':>20}  verdict"),
         ]
         for row in self.rows:
             kinks = "-" if row.n_kink is None else f"{row.n_kink:d}"
             lines.append(
                 f"  {row.key:<5} {row.shape!s:<12} {row.max_abs_diff:10.2e} "
                 f"{row.max_rel_diff:10.2e} {row.mean_abs_diff:10.2e} {kinks:>7} "
-                f"{row.max_abs_diff_smooth:20.2e}"
+                f"{row.max_abs_diff_smooth:20.2e}  {self._verdict(row)}"
             )
-        verdict = "ok" if self.ok else f"NOT ok: {sum(r.n_bad for r in self.rows)} entries off"
         lines.append(
-            f"  {verdict}: an entry agrees if |diff| <= {self.atol:g} or rel <= {self.rtol:g}; "
-            "entries at ReLU kinks are not judged"
+            f"  {self._summary()}: an entry agrees if |diff| <= {self.atol:g} or "
+            f"rel <= {self.rtol:g}; at a ReLU kink p +- h crosses a corner of the loss, "
+            "so those entries are not judged"
         )
         lines.append(
             "  (differences of about 1e-7 away from kinks are the book's loss, -log(y + 1e-7): "
             "backprop's y - t leaves out the 1e-7)"
         )
+        # the book's ch05/gradient_check.py prints np.average(np.abs(backprop - numerical))
+        lines.append("  as the book's ch05/gradient_check.py prints it (mean |diff|):")
+        lines.extend(f"    {row.key}:{row.mean_abs_diff!s}" for row in self.rows)
         return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        worst = max((row.max_abs_diff_smooth for row in self.rows), default=0.0)
+        return (f"GradientCheckReport({self.network}, batch of {self.batch_size}: "
+                f"{self._summary()}, max |diff| off kinks {worst:.2e})")
+
+    def _repr_markdown_(self) -> str:
+        head = ("| key | shape | max abs diff | max rel | mean abs diff (the book's) | kinks "
+                "| max abs diff off kinks | verdict |\n"
+                "|---|---|--:|--:|--:|--:|--:|---|\n")
+        rows = "".join(
+            f"| {r.key} | {r.shape} | {r.max_abs_diff:.2e} | {r.max_rel_diff:.2e} "
+            f"| {r.mean_abs_diff:.2e} | {'-' if r.n_kink is None else r.n_kink} "
+            f"| {r.max_abs_diff_smooth:.2e} | {self._verdict(r)} |\n" for r in self.rows)
+        return (f"**gradient check**: {self.network}, batch of {self.batch_size}: "
+                f"**{self._summary()}**  \n"
+                f"backprop {_fmt_seconds(self.backprop_seconds)}, numerical "
+                f"{_fmt_seconds(self.numerical_seconds)} ({self.numerical_method})\n\n"
+                + head + rows +
+                f"\nAn entry agrees if abs diff <= {self.atol:g} or rel <= {self.rtol:g}; "
+                "entries at ReLU kinks are not judged.\n")
 
 
 def gradient_check(network, x, t, *, atol: float = 1e-6, rtol: float = 1e-3,

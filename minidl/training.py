@@ -41,6 +41,18 @@ class History:
     iterations: int = 0
     seconds: float = 0.0
 
+    def __repr__(self) -> str:
+        # short: the curves themselves can hold 10,000 floats
+        parts = [f"{self.iterations} iterations in {self.seconds:.1f} s",
+                 f"{len(self.epochs)} evaluation{'' if len(self.epochs) == 1 else 's'}"]
+        if self.train_acc:
+            parts.append(f"last train acc {self.train_acc[-1]:.4f}")
+        if self.test_acc:
+            parts.append(f"test acc {self.test_acc[-1]:.4f}")
+        if self.train_loss:
+            parts.append(f"last loss {self.train_loss[-1]:.4g}")
+        return f"History({', '.join(parts)})"
+
     def as_dict(self) -> dict:
         return {
             "train_loss": [float(v) for v in self.train_loss],

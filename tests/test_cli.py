@@ -135,7 +135,10 @@ def test_compare_learning_rate_and_activation(tmp_path, capsys):
     assert list(rows[0])[:3] == ["run", "activation", "lr"]
     assert [(r["activation"], r["lr"]) for r in rows] == [
         ("relu", "0.1"), ("relu", "0.05"), ("sigmoid", "0.1"), ("sigmoid", "0.05")]
-    assert (out / "comparison.md").read_text().splitlines() == table_lines
+    md = (out / "comparison.md").read_text().splitlines()
+    assert [line for line in md if line.startswith("|")] == table_lines
+    assert md[-1].startswith("final: ") and "best: the highest test accuracy" in md[-1]
+    assert md[-1] in stdout  # the note is printed under the table too
     png_size(out / "comparison.png")
     runs = sorted(p for p in out.iterdir() if p.is_dir())
     assert [p.name for p in runs] == ["01-activation-relu_lr-0.1",
@@ -288,3 +291,25 @@ def test_gradcheck_exit_status_1_when_gradients_disagree(monkeypatch, capsys):
     monkeypatch.setattr(minidl.gradient, "gradient_check", lambda net, x, t: Disagreeing())
     assert main(["gradcheck", "--hidden", "5", "--batch-size", "2"]) == 1
     assert "W1 disagrees" in capsys.readouterr().out
+
+
+def test_a_failed_start_leaves_no_runs_folder(tmp_path, capsys):
+    # no --out: the default folder under runs/ (and runs/ itself) is removed again
+    for command in ("train", "compare"):
+        assert main([command, "--dataset", "mnist-mini", "--batch-size",
+                     str(MINI.n_train + 1), "--iters", "1"]) == 2
+        assert not (tmp_path / "runs").exists()
+    nested = tmp_path / "a" / "b" / "run"
+    assert main(["train", "--dataset", "mnist-mini", "--batch-size", str(MINI.n_train + 1),
+                 "--out", str(nested)]) == 2
+    assert not (tmp_path / "a").exists()
+
+
+@pytest.mark.parametrize("command", ["train", "compare", "gradcheck", "datasets"])
+def test_help_says_assignment_not_seed(command, capsys):
+    assert main([command, "--help"]) == 0
+    out = capsys.readouterr().out
+    # 'seed' is NumPy's random seed here, never the course notebook
+    assert "the seed's" not in out and "seed experiment" not in out
+    if command in ("train", "compare", "gradcheck"):
+        assert "--seed" in out

@@ -63,8 +63,16 @@ class ComparisonTable:
             return f"{value:.1f}"
         return format_value(value)
 
-    def to_markdown(self) -> str:
-        """A GitHub-flavoured Markdown table, columns padded to line up."""
+    @property
+    def note(self) -> str:
+        """What the columns mean, printed under the table."""
+        return ("final: the network as training left it (the saved model). best: the highest "
+                "test accuracy of all its evaluations, the per-epoch ones and the final one; "
+                "best epoch: when ('final': at the final evaluation). time: training, "
+                "per-epoch evaluations included.")
+
+    def to_markdown(self, note: bool = True) -> str:
+        """A GitHub-flavoured Markdown table, columns padded to line up, then ``note``."""
         headers = [TABLE_HEADERS.get(c, c) for c in self.columns]
         cells = [[self._cell(c, row.get(c)) for c in self.columns] for row in self.rows]
         widths = [max([len(h)] + [len(r[j]) for r in cells]) for j, h in enumerate(headers)]
@@ -77,7 +85,8 @@ class ComparisonTable:
 
         rule = "|" + "|".join(("-" * (w + 1) + ":") if num else ("-" * (w + 2))
                               for w, num in zip(widths, numeric)) + "|"
-        return "\n".join([line(headers), rule, *(line(r) for r in cells)]) + "\n"
+        table = "\n".join([line(headers), rule, *(line(r) for r in cells)]) + "\n"
+        return table + (f"\n{self.note}\n" if note else "")
 
     def to_csv(self) -> str:
         """CSV with a header of the column keys; hidden sizes as '100,50'."""
@@ -204,8 +213,12 @@ def compare(configs: Iterable[ExperimentConfig | dict] | None = None, /, *,
             key = (config.dataset, config.data_dir)
             if key not in data:
                 data[key] = run_module.load(config)
-        for config in configs:
-            run_module.check_sizes(config, data[(config.dataset, config.data_dir)].info["n_train"])
+        try:
+            for config in configs:
+                run_module.check_sizes(config,
+                                       data[(config.dataset, config.data_dir)].info["n_train"])
+        except ValueError as exc:
+            raise exc.with_traceback(None) from None
         for k, config in enumerate(configs, 1):
             label = config.label(varied) if varied else "run"
             run_out = None

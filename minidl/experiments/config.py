@@ -7,7 +7,7 @@ help), whether ``minidl compare`` takes several values, and which commands
 offer it. ``minidl/cli.py`` builds its options from ``FIELDS``; adding a field
 here adds it to ``run_experiment``, ``compare`` and ``minidl train``/``compare``.
 
-Defaults are the seed's experiment (the assignment's notebook): MNIST,
+Defaults are the assignment's experiment (the course notebook's): MNIST,
 784-50-10 ReLU, SGD with lr 0.1, batches of 100, 10,000 iterations, weights of
 std 0.01 drawn after ``np.random.seed(1211)``.
 """
@@ -201,7 +201,7 @@ TRAINING = ("train", "compare")  # options of the SGD loop: not gradcheck's
 
 @dataclass(frozen=True)
 class ExperimentConfig:
-    """One training run; every field defaults to the seed's experiment.
+    """One training run; every field defaults to the assignment's experiment.
 
     ``dataset``: a name from ``minidl.datasets.DATASETS`` ('mnist',
     'fashion-mnist', 'cifar-10', 'mnist-mini'). ``hidden``: hidden layer sizes,
@@ -273,7 +273,7 @@ class ExperimentConfig:
             raise exc.with_traceback(None) from None
 
     def iter_per_epoch(self, n_train: int) -> float:
-        """The seed's epoch size: ``max(n_train / batch_size, 1)`` iterations."""
+        """The course notebook's epoch size: ``max(n_train / batch_size, 1)`` iterations."""
         return max(n_train / self.batch_size, 1)
 
     def iterations(self, n_train: int) -> int:

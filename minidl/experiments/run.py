@@ -1,7 +1,7 @@
 """One run: load the data, seed NumPy, build the network, train it, record and write it.
 
 ``run_experiment`` is ``minidl train`` without the command line. Evaluations
-follow the seed's loop: after iterations 0, e, 2e, ... where an epoch e is
+follow the course notebook's loop: after iterations 0, e, 2e, ... where an epoch e is
 ``max(n_train / batch_size, 1)`` iterations. A row's ``loss`` is the mean batch
 loss over the iterations since the previous evaluation, up to and including
 this one (the first row: iteration 0's loss). ``final`` evaluates the network
@@ -12,7 +12,9 @@ run) are written as ``null``.
 from __future__ import annotations
 
 import os
+import sys
 import time
+import warnings
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -58,19 +60,25 @@ class RunResult:
 
     @property
     def best_test_acc(self) -> float | None:
-        """The best test accuracy of the per-epoch evaluations (the final one aside)."""
-        rows = self.metrics["epochs"]
-        return max(row["test_acc"] for row in rows) if rows else None
+        """The best test accuracy of all evaluations: the per-epoch ones and the final one."""
+        accs = [row["test_acc"] for row in self.metrics["epochs"]]
+        if self.final_test_acc is not None:
+            accs.append(self.final_test_acc)
+        return max(accs) if accs else None
 
     @property
-    def best_epoch(self) -> int | None:
-        """The epoch of ``best_test_acc`` (the first, if several tie)."""
-        rows = self.metrics["epochs"]
-        return max(rows, key=lambda row: row["test_acc"])["epoch"] if rows else None
+    def best_epoch(self) -> int | str | None:
+        """The epoch of ``best_test_acc`` (the first, if several tie), or 'final' when only
+        the final evaluation reached it."""
+        best = self.best_test_acc
+        for row in self.metrics["epochs"]:
+            if row["test_acc"] == best:
+                return row["epoch"]
+        return None if best is None else "final"
 
     @property
     def seconds(self) -> float:
-        """Training time, the per-epoch evaluations included (as the seed times it)."""
+        """Training time, the per-epoch evaluations included (as the course notebook times it)."""
         return self.metrics["timings"]["train_seconds"]
 
     def __repr__(self) -> str:
@@ -131,7 +139,7 @@ def check_sizes(config: ExperimentConfig, n_train: int) -> None:
 
 
 def build_network(config: ExperimentConfig, data: Data) -> MultiLayerNet:
-    np.random.seed(config.seed)  # right before building, as the seed's notebook does
+    np.random.seed(config.seed)  # right before building, as the course notebook does
     return MultiLayerNet(
         data.info["n_features"], list(config.hidden), data.info["n_classes"],
         activation=config.activation, weight_init_std=config.weight_init_std, dtype=config.dtype,
@@ -191,14 +199,56 @@ class _Recorder:
             self.last_write = now
 
 
-def say(line: str) -> None:
-    from tqdm import tqdm
+def in_notebook() -> bool:
+    """Whether this runs in a Jupyter kernel (Jupyter, JupyterLab, Colab, VS Code)."""
+    ipython = sys.modules.get("IPython")
+    if ipython is None:
+        return False
+    get_ipython = getattr(ipython, "get_ipython", None)  # None while IPython is half imported
+    shell = get_ipython() if get_ipython is not None else None
+    return shell is not None and ("IPKernelApp" in getattr(shell, "config", {})
+                                  or type(shell).__name__ == "ZMQInteractiveShell")
 
-    tqdm.write(line)  # above the progress bar when there is one
+
+def _truthy(value: str | None) -> bool:
+    return value is not None and value.strip().lower() not in ("", "0", "false", "no", "off")
+
+
+def progress_default() -> bool:
+    """Whether a progress bar shows when ``progress=None``.
+
+    ``MINIDL_PROGRESS=1`` or ``0`` decides; otherwise never under CI (``$CI``
+    set, as CI services do), always in a notebook, and on a terminal only when
+    stderr is one (not in a pipe or a log file).
+    """
+    forced = os.environ.get("MINIDL_PROGRESS")
+    if forced is not None and forced.strip():
+        return _truthy(forced)
+    if _truthy(os.environ.get("CI")):
+        return False
+    if in_notebook():
+        return True
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):  # no stderr, or a closed one
+        return False
+
+
+def _tqdm():
+    """``tqdm.auto``'s class: a widget in a notebook with ipywidgets, text elsewhere."""
+    with warnings.catch_warnings():
+        # without ipywidgets, tqdm.auto falls back to text and warns about it: the text is fine
+        warnings.simplefilter("ignore")
+        from tqdm.auto import tqdm
+    return tqdm
+
+
+def say(line: str) -> None:
+    _tqdm().write(line)  # above the progress bar when there is one
 
 
 def format_epoch(row: dict) -> str:
-    """One per-epoch line, like the seed's prints."""
+    """One per-epoch line, like the course notebook's prints."""
     loss = "nan" if row["loss"] is None else f"{row['loss']:.4f}"
     return (f"epoch {row['epoch']:3d}  iter {row['iteration']:6d}  "
             f"train acc {row['train_acc']:.4f}  test acc {row['test_acc']:.4f}  "
@@ -206,13 +256,13 @@ def format_epoch(row: dict) -> str:
 
 
 def _make_bar(total: int, progress: bool | None, label: str):
-    from tqdm import tqdm
-
-    # disable=None: a bar only when stderr is a terminal
-    disable = None if progress is None else not progress
-    bar = tqdm(total=total, desc=label or None, unit="it", disable=disable, leave=False,
-               dynamic_ncols=True)
-    return bar
+    if progress is None:
+        progress = progress_default()
+    notebook = in_notebook()
+    # in a notebook the finished bar stays (the cell's record); on a terminal it is
+    # cleared, the per-epoch lines and the result say the rest
+    return _tqdm()(total=total, desc=label or None, unit="it", disable=not progress,
+                   leave=notebook, dynamic_ncols=not notebook)
 
 
 # -- the run ------------------------------------------------------------------------------------------
@@ -309,8 +359,9 @@ def run_experiment(config: ExperimentConfig | dict | None = None, /, *,
     (``lr=0.01``, ``hidden=(100, 50)``, ...) override it, or give the whole
     configuration. ``out``: a folder to write ``metrics.json``, ``metrics.csv``,
     ``curves.png`` and ``model.npz`` to (created if needed; nothing is written
-    when None). ``progress``: a progress bar on stderr (None: only on a
-    terminal). ``verbose``: print a line per epoch.
+    when None). ``progress``: a progress bar (a widget in a notebook, text on
+    stderr elsewhere); None: in a notebook or on a terminal, not under CI or in a
+    pipe (see ``progress_default``). ``verbose``: print a line per epoch.
 
     A ``KeyboardInterrupt`` during training writes what was recorded (status
     'interrupted') and is re-raised with ``.result`` and ``.out`` attached.
@@ -324,6 +375,10 @@ def run_experiment(config: ExperimentConfig | dict | None = None, /, *,
         out, created = records.prepare_out(out)
     try:
         data = load(config)
+        try:
+            check_sizes(config, data.info["n_train"])
+        except ValueError as exc:
+            raise exc.with_traceback(None) from None
         return _run(config, data, out, progress=progress, verbose=verbose)
     except BaseException:
         records.remove_if_empty(created)
