@@ -320,7 +320,7 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
         print(f"{pad}not found in: {', '.join(folders) or '-'}")
         for k, url in enumerate(status["urls"]):
             print(f"{pad}{'would download from:' if k == 0 else '                 or:'} {url}")
-        print(f"{pad}get it with: minidl datasets fetch {name}")
+        print(f"{pad}{status['hint']}")
     return EXIT_OK
 
 
@@ -336,24 +336,11 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
 
 
 def _one_line(exc: BaseException) -> str:
-    """The error as one line; a dataset not found is summed up, 'minidl datasets' has the rest."""
+    """The error as one line; a dataset not found gives its loader's one-line summary."""
+    if getattr(exc, "summary", None):  # DatasetNotFoundError: its message lists every place
+        return exc.summary
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    if not lines:
-        return type(exc).__name__
-    from .datasets import DatasetNotFoundError
-
-    if isinstance(exc, DatasetNotFoundError) and len(lines) > 1:
-        # the loader's message lists every place searched, one per line
-        summary = [lines[0].split(" Searched")[0].rstrip(".:")]
-        for k, line in enumerate(lines):
-            if ". download: " in line:
-                note = line.split(". download: ", 1)[1].rstrip(":")
-                if note == "failed" and k + 1 < len(lines):
-                    note += f" ({lines[k + 1]})"
-                summary.append(f"download {note}")
-        summary.append("'minidl datasets' shows where minidl looks and how to fetch it")
-        return "; ".join(summary)
-    return "; ".join(lines)
+    return "; ".join(lines) if lines else type(exc).__name__
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,8 +6,12 @@ from __future__ import annotations
 class DatasetNotFoundError(FileNotFoundError):
     """No copy of the dataset was found and it could not (or may not) be downloaded.
 
-    The message names every place searched, in order, and how to fix it.
+    The message names every place searched, in order, and how to fix it. ``summary``, when
+    set, is the same in one line for a command line: what failed and what to do (set
+    ``MINIDL_DATA_DIR``, allow the download, or try ``--dataset mnist-mini``).
     """
+
+    summary: str | None = None
 
 
 class DatasetChecksumError(DatasetNotFoundError, ValueError):

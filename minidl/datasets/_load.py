@@ -64,6 +64,15 @@ def _layout(name: str) -> str:
     return f"{name}/ with the four IDX files ({', '.join(IDX_FILES)}; gzip or not)"
 
 
+def _short_layout(name: str) -> str:
+    if name == "cifar-10":
+        return "cifar-10-batches-bin/ (or the archive cifar-10-binary.tar.gz)"
+    return f"{name}/ (the four IDX files)"
+
+
+_MINI_HINT = "--dataset mnist-mini (a sample of MNIST shipped with minidl, no download needed)"
+
+
 def _not_found(
     info: DatasetInfo, search: _locate.Search, download_note: str, tried: bool = False
 ) -> str:
@@ -90,7 +99,33 @@ def _not_found(
     else:
         lines.append(f"To fix it: {put}; or allow the download (download=True, or unset "
                      "MINIDL_OFFLINE).")
+    lines.append("Or use load_mnist_mini() (--dataset mnist-mini on the command line): a sample "
+                 "of MNIST shipped with minidl.")
     return "\n".join(lines)
+
+
+def _summary(info: DatasetInfo, download_note: str, attempts=None) -> str:
+    """The not-found error in one line, for the command line: what failed, what to do."""
+    put = f"set MINIDL_DATA_DIR to a folder holding {_short_layout(info.name)}"
+    if attempts is not None:  # a download was tried
+        first = " ".join(f"{attempts[0][0]}: {attempts[0][1]}".split()) if attempts else ""
+        more = f" and {len(attempts) - 1} more" if len(attempts) > 1 else ""
+        head = (f"{info.title} ({info.name}) was not found and could not be downloaded "
+                f"({first}{more})")
+        fix = f"check the network and try again, or download the files by hand and {put}"
+    else:
+        head = f"{info.title} ({info.name}) was not found; download {download_note}"
+        allow = ("unset MINIDL_OFFLINE" if "MINIDL_OFFLINE" in download_note
+                 else "allow the download")
+        fix = f"{put}, or {allow}"
+    return f"{head}; to fix it: {fix}; or try {_MINI_HINT}"
+
+
+def _not_found_error(info: DatasetInfo, search: _locate.Search, download_note: str,
+                     attempts=None, error=DatasetNotFoundError) -> DatasetNotFoundError:
+    exc = error(_not_found(info, search, download_note, tried=attempts is not None))
+    exc.summary = _summary(info, download_note, attempts)
+    return exc
 
 
 def _download_into(name: str, data_dir, search: _locate.Search) -> _locate.Source:
@@ -101,7 +136,7 @@ def _download_into(name: str, data_dir, search: _locate.Search) -> _locate.Sourc
     except _download.DownloadFailed as failed:
         note = "failed:\n" + "\n".join(f"       {url}: {why}" for url, why in failed.attempts)
         error = DatasetChecksumError if failed.bad_checksum else DatasetNotFoundError
-        raise error(_not_found(DATASETS[name], search, note, tried=True)) from None
+        raise _not_found_error(DATASETS[name], search, note, failed.attempts, error) from None
     source, looked = _locate.look(name, root)
     if source is None:  # only if the folder changed under us
         raise DatasetNotFoundError(f"{name}: downloaded to {root} but then not found: {looked}")
@@ -157,7 +192,7 @@ def _raw_arrays(name: str, data_dir, download, grayscale: bool) -> Arrays:
     if source is None:
         allowed, why_not = _download_allowed(download)
         if not allowed:
-            raise DatasetNotFoundError(_not_found(DATASETS[name], search, why_not))
+            raise _not_found_error(DATASETS[name], search, why_not)
         source = _download_into(name, data_dir, search)
     fingerprint = _cache.fingerprint(list(source.files))
     keys = _keys(name, grayscale)
@@ -355,20 +390,24 @@ def dataset_status(name: str, data_dir: str | os.PathLike | None = None) -> dict
     Returns a dict: ``name``; ``found``, the folder or archive that would be read (None when
     there is none; 'shipped with minidl' for mnist-mini); ``searched``, the places looked at in
     order; ``cached``, whether parsed arrays of that copy are in the cache; ``urls``, the
-    download mirrors.
+    download mirrors; ``hint``, how to get it when it is not found (one line).
     """
     name = canonical_name(name)
     data_dir = _data_dir(data_dir)
     if name == MINI:
         path = _mini_path()
         return {"name": name, "found": "shipped with minidl" if path.is_file() else None,
-                "searched": [str(path)], "cached": False, "urls": []}
+                "searched": [str(path)], "cached": False, "urls": [],
+                "hint": "reinstall minidl (the sample ships inside it)"}
     search = _locate.find(name, data_dir)
     source = search.source
     cached = source is not None and _cache.is_cached(
         name, _cache.fingerprint(list(source.files)))
+    hint = (f"get it with: minidl datasets fetch {name}, or set MINIDL_DATA_DIR to a folder "
+            f"holding {_short_layout(name)}")
     return {"name": name, "found": str(source.path) if source else None,
-            "searched": search.searched, "cached": cached, "urls": list(MIRRORS.get(name, []))}
+            "searched": search.searched, "cached": cached, "urls": list(MIRRORS.get(name, [])),
+            "hint": hint}
 
 
 def fetch(name: str, data_dir: str | os.PathLike | None = None) -> Path:
