@@ -3,10 +3,11 @@
 ``ConvCythonOps`` overrides ``ConvNumpyOps`` (the book's im2col code) for
 ``CythonOps``. The convolution is the book's matrix product without its
 transposes: ``_conv.unfold`` lays each image's windows out as columns
-(C*FH*FW, out_h*out_w), so that ``np.matmul(W.reshape(FN, -1), col)`` gives the
-output directly in the book's (N, FN, out_h, out_w) layout, one BLAS product per
-image inside NumPy's batched matmul; ``dW`` is the same products transposed and
-``dx`` goes back through ``_conv.fold``. Max pooling reads the images directly.
+(C*FH*FW, out_h*out_w), plus a row of ones, so that ``np.matmul([W | b], col)``
+gives the output with its bias directly in the book's (N, FN, out_h, out_w)
+layout, one BLAS product per image inside NumPy's batched matmul; ``dW`` and
+``db`` are the same products transposed, and ``dx`` goes back through
+``_conv.fold``. Max pooling reads the images directly.
 
 Each method checks the buffers it hands a kernel (C-contiguous, one dtype,
 the shapes the geometry gives) right before the call; the kernels check the
@@ -60,27 +61,30 @@ class ConvCythonOps(ConvNumpyOps):
     def conv_forward(self, x, W, b, stride, pad, out_h, out_w, state):
         x = _c(x)
         FN, C, FH, FW = W.shape
-        N = x.shape[0]
-        col = _buffer(state, "col", (N, C * FH * FW, out_h * out_w), x.dtype)
-        _conv.unfold(x, FH, FW, stride, pad, col, out_h, out_w, NUM_THREADS)
-        W_col = W.reshape(FN, -1)
-        out = np.matmul(W_col, col)  # (N, FN, out_h*out_w): image n is W_col @ col[n]
-        out += b.reshape(FN, 1)
+        N, K = x.shape[0], C * FH * FW
+        # each image's windows as columns, and a row of ones that carries the bias
+        col = _buffer(state, "col", (N, K + 1, out_h * out_w), x.dtype)
+        _conv.unfold(x, FH, FW, stride, pad, col, out_h, out_w, NUM_THREADS, True)
+        W_b = np.empty((FN, K + 1), dtype=x.dtype)  # [W | b]
+        W_b[:, :K] = W.reshape(FN, K)
+        W_b[:, K] = b
+        out = np.matmul(W_b, col)  # (N, FN, out_h*out_w): image n is [W | b] @ col[n]
         state["x_shape"] = x.shape
         return out.reshape(N, FN, out_h, out_w)
 
     def conv_backward(self, dout, W, stride, pad, out_h, out_w, need_dx, state):
         FN, C, FH, FW = W.shape
         col = state["col"]
-        N = col.shape[0]
+        N, K = col.shape[0], C * FH * FW
         dout = dout.reshape(N, FN, out_h * out_w)
-        db = dout.sum(axis=(0, 2))
-        # dW = sum over images of dout[n] @ col[n].T
-        dW = np.matmul(dout, col.transpose(0, 2, 1)).sum(axis=0).reshape(FN, C, FH, FW)
+        # sum over images of dout[n] @ col[n].T = [dW | db] (the ones row gives db)
+        dW_b = np.matmul(dout, col.transpose(0, 2, 1)).sum(axis=0)
+        dW = np.ascontiguousarray(dW_b[:, :K]).reshape(FN, C, FH, FW)
+        db = dW_b[:, K].copy()
         dx = None
         if need_dx:
-            dcol = _buffer(state, "dcol", col.shape, col.dtype)
-            np.matmul(W.reshape(FN, -1).T, dout, out=dcol)
+            dcol = _buffer(state, "dcol", (N, K, out_h * out_w), col.dtype)
+            np.matmul(W.reshape(FN, K).T, dout, out=dcol)
             dx = np.empty(state["x_shape"], dtype=col.dtype)
             _conv.fold(dcol, FH, FW, stride, pad, dx, out_h, out_w, NUM_THREADS)
         return dx, dW, db

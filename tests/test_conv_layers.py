@@ -150,6 +150,14 @@ def test_pooling_passes_nan_like_numpy(backend):
     np.testing.assert_array_equal(layer.arg_max, [1])  # the first NaN, as np.argmax
     np.testing.assert_array_equal(layer.backward(np.ones((1, 1, 1, 1))),
                                   [[[[0.0, 1.0], [0.0, 0.0]]]])
+    # the general windows (3x3, stride 1, padded) too, against the book's formula
+    x = np.arange(16.0).reshape(1, 1, 4, 4)
+    x[0, 0, 1, 2] = x[0, 0, 3, 0] = np.nan
+    layer = Pooling(3, 3, 1, 1)
+    out = layer.forward(x)
+    col = book.im2col(x, 3, 3, 1, 1)
+    np.testing.assert_array_equal(out.reshape(-1), np.max(col, axis=1))
+    np.testing.assert_array_equal(layer.arg_max, np.argmax(col, axis=1))
 
 
 def test_pooling_takes_non_contiguous_and_integer_inputs(backend, rng):
@@ -249,6 +257,10 @@ def test_unfold_and_fold_are_the_books_im2col_transposed(case, dtype, rng):
     expected = ConvNumpyOps().col2im(c.transpose(0, 2, 1).reshape(N * oh * ow, -1), x_shape,
                                      FH, FW, stride, pad, oh, ow)
     np.testing.assert_array_equal(img, expected)  # the same sums in the same order
+    with_ones = np.full((N, C * FH * FW + 1, oh * ow), np.nan, dtype=dtype)
+    _conv.unfold(x, FH, FW, stride, pad, with_ones, oh, ow, 1, True)  # the bias row
+    np.testing.assert_array_equal(with_ones[:, :-1], col)
+    np.testing.assert_array_equal(with_ones[:, -1], 1)
 
 
 def test_layers_run_on_the_numpy_backend_without_kernels(monkeypatch, rng):
