@@ -190,7 +190,7 @@ class SoftmaxWithLoss:
             t = t.reshape(x.shape)
             self.labels = t.argmax(axis=1).astype(np.int64)
         else:
-            self.labels = labels_as_indices(t, n, n_classes)
+            self.labels = labels_as_indices(_label_vector(t, n), n, n_classes)
         self.t = t
         self.loss, self.y = _backend.ops().softmax_cross_entropy_forward(x, self.labels)
         return self.loss
@@ -499,6 +499,23 @@ def _check_momentum(momentum):
         raise TypeError(f"BatchNormalization: momentum must be a number, got {momentum!r}")
     if not 0 <= momentum <= 1:
         raise ValueError(f"BatchNormalization: momentum must be in [0, 1], got {momentum}")
+
+
+def _label_vector(t: np.ndarray, n: int) -> np.ndarray:
+    """Class indices shaped as the book's ``y[np.arange(n), t]`` pairs them with rows:
+    (N,), or a shape that broadcasts against (N,) to N elements, such as ch07's
+    ``np.array([1]).reshape((1, 1))`` for a batch of one."""
+    if t.ndim > 1 and t.size == n:
+        try:
+            pairs = math.prod(np.broadcast_shapes(t.shape, (n,)))
+        except ValueError:
+            pairs = None
+        if pairs == n:
+            return t.reshape(n)
+        raise ValueError(
+            f"labels: shape {t.shape} for a batch of {n}: the book's cross_entropy_error would "
+            f"pair every row with every label ({pairs} terms, not {n}); pass t.reshape(-1)")
+    return t
 
 
 def _activation_backward(what: str, kernel, dout, out):

@@ -240,3 +240,19 @@ def test_load_params_refuses_what_does_not_fit(tmp_path):
         net.load_params(path)
     with pytest.raises(FileNotFoundError):
         net.load_params(tmp_path / "missing.pkl")
+
+
+def test_labels_shaped_as_the_books_gradient_check_are_accepted(backend, rng):
+    # ch07/gradient_check.py: T = np.array([1]).reshape((1, 1)) for a batch of one
+    ours, theirs = twins(SimpleConvNet, book.SimpleConvNet, **SMALL)
+    x = rng.random((1, 1, 10, 10))
+    T = np.array([1]).reshape((1, 1))
+    assert ours.loss(x, T) == pytest.approx(theirs.loss(x, T), rel=1e-12)
+    grads, book_grads = ours.gradient(x, T), theirs.gradient(x, T)
+    for key in book_grads:
+        np.testing.assert_allclose(grads[key], book_grads[key], rtol=1e-10, atol=1e-15)
+    x2, t2 = batch((1, 10, 10), 3, rng)
+    assert ours.loss(x2, t2.reshape(1, 3)) == pytest.approx(theirs.loss(x2, t2), rel=1e-12)
+    # (N, 1) for N > 1: the book pairs every row with every label
+    with pytest.raises(ValueError, match="pair every row with every label"):
+        ours.loss(x2, t2.reshape(3, 1))
