@@ -22,17 +22,24 @@ Differences, each where the book's code would fail or be wrong:
 
 from __future__ import annotations
 
+import itertools
+import json
 from collections import OrderedDict
+from pathlib import Path
 
 import numpy as np
 
+from ._atomic import atomic_write
 from ._checks import FLOAT_DTYPES
+from ._model_file import FORMAT_VERSION
 from ._params_file import read_params, write_params
 from .gradient import numerical_gradient as _numerical_gradient
 from .layers import Affine, Convolution, Dropout, Pooling, Relu, SoftmaxWithLoss
 from .util import conv_output_size
 
-__all__ = ["DeepConvNet", "SimpleConvNet"]
+__all__ = ["CONVNETS", "DeepConvNet", "SimpleConvNet", "build_convnet", "convnet_param_shapes"]
+
+CONVNETS = ("SimpleConvNet", "DeepConvNet")
 
 _CONV_KEYS = ("filter_num", "filter_size", "pad", "stride")
 _METHODS = ("auto", "generic", "fast")
@@ -59,6 +66,32 @@ def _pooled(what: str, size: int, where: str) -> int:
         raise ValueError(f"{what}: the 2x2 pooling (stride 2) after {where} needs an even size, "
                          f"got {size}; the book's code would drop the last row and column")
     return size // 2
+
+
+def _simple_geometry(what, input_dim, conv_param):
+    """SimpleConvNet's sizes: (C, H, W), the convolution's parameters, the pooled width."""
+    filter_num, filter_size, pad, stride = _conv_param(what, conv_param)
+    channels, height, width = (int(s) for s in input_dim)
+    conv_h = conv_output_size(height, filter_size, stride, pad)
+    conv_w = conv_output_size(width, filter_size, stride, pad)
+    where = f"the convolution ({conv_h}x{conv_w})"
+    pool_output_size = filter_num * _pooled(what, conv_h, where) * _pooled(what, conv_w, where)
+    return (channels, height, width), (filter_num, filter_size, pad, stride), pool_output_size
+
+
+def _deep_geometry(what, input_dim, conv_params):
+    """DeepConvNet's sizes: (C, H, W), the six convolutions' parameters, the width the
+    first affine layer takes (the feature map after three conv-conv-pool blocks)."""
+    conv_params = [_conv_param(what, p) for p in conv_params]
+    channels, height, width = (int(s) for s in input_dim)
+    h, w = height, width
+    for idx, (_, filter_size, pad, stride) in enumerate(conv_params):
+        h = conv_output_size(h, filter_size, stride, pad)
+        w = conv_output_size(w, filter_size, stride, pad)
+        if idx % 2 == 1:
+            where = f"conv{idx + 1} ({h}x{w})"
+            h, w = _pooled(what, h, where), _pooled(what, w, where)
+    return (channels, height, width), conv_params, conv_params[-1][0] * h * w
 
 
 class _ConvNet:
@@ -147,6 +180,65 @@ class _ConvNet:
             layer.W = self.params[f"W{i}"]
             layer.b = self.params[f"b{i}"]
 
+    # -- minidl's model files (minidl.networks.load_network reads them back) --------------
+    def architecture(self) -> dict:
+        """What rebuilds this network: its class, ``sizes`` (C, H, W, hidden, classes),
+        its convolution parameters and dtype."""
+        return {"class": type(self).__name__, "sizes": list(self._sizes),
+                "conv_params": [dict(p) for p in self._conv_params], "dtype": self.dtype.name}
+
+    def save(self, path) -> None:
+        """Write parameters and architecture to ``path`` (``.npz``, no pickle), atomically."""
+        meta = json.dumps({"format": FORMAT_VERSION, **self.architecture()})
+        with atomic_write(Path(path)) as fh:
+            np.savez(fh, __architecture__=np.array(meta), **self.params)
+
+    def _restore_state(self, data, path) -> None:
+        pass  # nothing beyond params
+
+
+def _record(kind: str, sizes: list, meta: dict, path) -> tuple:
+    """(C, H, W), hidden, classes and the convolutions' parameters of a model file's record."""
+    conv_params = meta.get("conv_params")
+    count = {"SimpleConvNet": 1, "DeepConvNet": 6}[kind]
+    if len(sizes) != 5 or not (isinstance(conv_params, list) and len(conv_params) == count
+                               and all(isinstance(p, dict) for p in conv_params)):
+        raise ValueError(f"{path}: damaged architecture record ({kind} with sizes {sizes} and "
+                         f"conv_params {conv_params!r})")
+    return tuple(sizes[:3]), sizes[3], sizes[4], conv_params
+
+
+def convnet_param_shapes(kind: str, sizes: list, meta: dict, path) -> dict:
+    """The shape of every parameter a model file's ConvNet has, before building it."""
+    input_dim, hidden, classes, conv_params = _record(kind, sizes, meta, path)
+    try:
+        if kind == "SimpleConvNet":
+            (C, _, _), (FN, FS, _, _), pooled = _simple_geometry(kind, input_dim, conv_params[0])
+            shapes = {"W1": (FN, C, FS, FS), "b1": (FN,)}
+            widths = [pooled, hidden, classes]
+        else:
+            (C, _, _), convs, affine_input = _deep_geometry(kind, input_dim, conv_params)
+            shapes = {}
+            for i, (FN, FS, _, _) in enumerate(convs, start=1):
+                shapes[f"W{i}"], shapes[f"b{i}"] = (FN, C, FS, FS), (FN,)
+                C = FN
+            widths = [affine_input, hidden, classes]
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{path}: damaged architecture record ({exc})") from None
+    first = len(shapes) // 2 + 1
+    for i, (n_in, n_out) in enumerate(itertools.pairwise(widths), start=first):
+        shapes[f"W{i}"], shapes[f"b{i}"] = (n_in, n_out), (n_out,)
+    return shapes
+
+
+def build_convnet(kind: str, sizes: list, meta: dict, dtype) -> _ConvNet:
+    """The network an ``architecture()`` record describes (weights freshly drawn)."""
+    input_dim, hidden, classes, conv_params = _record(kind, sizes, meta, kind)
+    if kind == "SimpleConvNet":
+        return SimpleConvNet(input_dim, conv_params[0], hidden, classes, dtype=dtype)
+    return DeepConvNet(input_dim, *conv_params, hidden_size=hidden, output_size=classes,
+                       dtype=dtype)
+
 
 class SimpleConvNet(_ConvNet):
     """A simple ConvNet: conv - relu - pool - affine - relu - affine - softmax.
@@ -164,14 +256,12 @@ class SimpleConvNet(_ConvNet):
     def __init__(self, input_dim=(1, 28, 28),
                  conv_param={'filter_num': 30, 'filter_size': 5, 'pad': 0, 'stride': 1},  # noqa: B006
                  hidden_size=100, output_size=10, weight_init_std=0.01, dtype=np.float64):
-        what = "SimpleConvNet"
-        filter_num, filter_size, filter_pad, filter_stride = _conv_param(what, conv_param)
-        channels, height, width = (int(s) for s in input_dim)
-        conv_h = conv_output_size(height, filter_size, filter_stride, filter_pad)
-        conv_w = conv_output_size(width, filter_size, filter_stride, filter_pad)
-        where = f"the convolution ({conv_h}x{conv_w})"
-        pool_output_size = filter_num * _pooled(what, conv_h, where) * _pooled(what, conv_w, where)
+        (channels, height, width), (filter_num, filter_size, filter_pad, filter_stride), \
+            pool_output_size = _simple_geometry("SimpleConvNet", input_dim, conv_param)
         self.dtype = dtype = _network_dtype(dtype)
+        self._sizes = (channels, height, width, int(hidden_size), int(output_size))
+        self._conv_params = [dict(zip(_CONV_KEYS, (filter_num, filter_size, filter_pad,
+                                                   filter_stride)))]
 
         # initialise the weights (the book's draws, in its order)
         self.params = {}
@@ -241,21 +331,12 @@ class DeepConvNet(_ConvNet):
                  conv_param_5={'filter_num': 64, 'filter_size': 3, 'pad': 1, 'stride': 1},  # noqa: B006
                  conv_param_6={'filter_num': 64, 'filter_size': 3, 'pad': 1, 'stride': 1},  # noqa: B006
                  hidden_size=50, output_size=10, dtype=np.float64):
-        what = "DeepConvNet"
-        conv_params = [_conv_param(what, p) for p in (conv_param_1, conv_param_2, conv_param_3,
-                                                      conv_param_4, conv_param_5, conv_param_6)]
-        channels, height, width = (int(s) for s in input_dim)
+        (channels, height, width), conv_params, affine_input = _deep_geometry(
+            "DeepConvNet", input_dim, (conv_param_1, conv_param_2, conv_param_3, conv_param_4,
+                                       conv_param_5, conv_param_6))
         self.dtype = dtype = _network_dtype(dtype)
-
-        # the feature map's size through the three conv-conv-pool blocks
-        h, w = height, width
-        for idx, (_, filter_size, pad, stride) in enumerate(conv_params):
-            h = conv_output_size(h, filter_size, stride, pad)
-            w = conv_output_size(w, filter_size, stride, pad)
-            if idx % 2 == 1:
-                where = f"conv{idx + 1} ({h}x{w})"
-                h, w = _pooled(what, h, where), _pooled(what, w, where)
-        affine_input = conv_params[-1][0] * h * w
+        self._sizes = (channels, height, width, int(hidden_size), int(output_size))
+        self._conv_params = [dict(zip(_CONV_KEYS, p)) for p in conv_params]
 
         # initialise the weights (He's, the book's draws in its order)
         pre_node_nums = np.array([*self._PRE_NODE_NUMS, hidden_size])

@@ -18,7 +18,7 @@ from ._atomic import atomic_write
 from ._checks import FLOAT_DTYPES
 from ._fast_gradient import compiled_accuracy, compiled_gradient, compiled_loss
 from ._model_file import FORMAT_VERSION, ModelFile
-from .convnets import DeepConvNet, SimpleConvNet  # the book's ConvNets (chapters 7 and 8)
+from .convnets import CONVNETS, DeepConvNet, SimpleConvNet, build_convnet, convnet_param_shapes
 from .gradient import numerical_gradient
 from .layers import Affine, BatchNormalization, Dropout, Relu, Sigmoid, SoftmaxWithLoss
 from .numgrad import numerical_gradient_of, use_fast_path
@@ -489,6 +489,8 @@ _SIZES_TAKEN = {"TwoLayerNet": (3, 3), "ThreeLayerNet": (4, 4),
 def _param_shapes(meta, path):
     """The shape of every parameter the record's network has, before building it."""
     kind, sizes = meta["class"], meta["sizes"]
+    if kind in CONVNETS:  # the book's ConvNets (minidl.convnets)
+        return convnet_param_shapes(kind, sizes, meta, path)
     low, high = _SIZES_TAKEN.get(kind, (None, None))
     if low is None or len(sizes) < low or (high is not None and len(sizes) > high):
         raise ValueError(f"{path}: unknown network {kind!r} with sizes {sizes}")
@@ -507,6 +509,8 @@ def _param_shapes(meta, path):
 
 
 def _build(kind, sizes, meta, common, path):
+    if kind in CONVNETS:
+        return build_convnet(kind, sizes, meta, common["dtype"])
     if kind == "TwoLayerNet" and len(sizes) == 3:
         return TwoLayerNet(*sizes, **common)
     if kind == "ThreeLayerNet" and len(sizes) == 4:

@@ -256,3 +256,38 @@ def test_labels_shaped_as_the_books_gradient_check_are_accepted(backend, rng):
     # (N, 1) for N > 1: the book pairs every row with every label
     with pytest.raises(ValueError, match="pair every row with every label"):
         ours.loss(x2, t2.reshape(3, 1))
+
+
+def test_minidl_model_files_of_convnets_load_back(tmp_path, rng):
+    from minidl.networks import load_network
+
+    for net in (SimpleConvNet(dtype=np.float32, **SMALL), DeepConvNet()):
+        path = tmp_path / f"{type(net).__name__}.npz"
+        net.save(path)
+        state = np.random.get_state()
+        loaded = load_network(path)
+        assert np.random.get_state()[1].tolist() == state[1].tolist()  # the seed not moved
+        assert type(loaded) is type(net) and loaded.dtype == net.dtype
+        for key, value in net.params.items():
+            np.testing.assert_array_equal(loaded.params[key], value)
+        x = rng.random((2, *loaded.architecture()["sizes"][:3])).astype(net.dtype)
+        np.testing.assert_array_equal(loaded.predict(x), net.predict(x))
+
+
+def test_a_convnet_model_file_that_lies_is_refused_before_building(tmp_path):
+    import json as json_module
+
+    from minidl.networks import load_network
+
+    net = SimpleConvNet(**SMALL)
+    meta = {"format": 1, **net.architecture()}
+    meta["conv_params"] = [{**meta["conv_params"][0], "filter_num": 10**7}]  # huge, not in file
+    path = tmp_path / "lie.npz"
+    np.savez(path, __architecture__=np.array(json_module.dumps(meta)), **net.params)
+    with pytest.raises(ValueError, match=r"parameter W1 has shape \(4, 1, 3, 3\), expected "
+                                         r"\(10000000, 1, 3, 3\)"):
+        load_network(path)
+    meta["conv_params"] = [{"filter_num": 4}]
+    np.savez(path, __architecture__=np.array(json_module.dumps(meta)), **net.params)
+    with pytest.raises(ValueError, match="damaged architecture record"):
+        load_network(path)

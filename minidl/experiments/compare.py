@@ -210,13 +210,12 @@ def compare(configs: Iterable[ExperimentConfig | dict] | None = None, /, *,
     try:
         data = {}
         for config in configs:  # load every dataset first: a missing one fails before training
-            key = (config.dataset, config.data_dir)
+            key = run_module.data_key(config)
             if key not in data:
                 data[key] = run_module.load(config)
         try:
             for config in configs:
-                run_module.check_sizes(config,
-                                       data[(config.dataset, config.data_dir)].info["n_train"])
+                run_module.check_sizes(config, data[run_module.data_key(config)].info["n_train"])
         except ValueError as exc:
             raise exc.with_traceback(None) from None
         for k, config in enumerate(configs, 1):
@@ -228,7 +227,7 @@ def compare(configs: Iterable[ExperimentConfig | dict] | None = None, /, *,
                 run_module.say(f"[{k}/{len(configs)}] {label}")
             try:
                 results.append(run_module._run(
-                    config, data[(config.dataset, config.data_dir)], run_out,
+                    config, data[run_module.data_key(config)], run_out,
                     progress=progress, verbose=verbose, label=label, prefix="  "))
             except KeyboardInterrupt as exc:
                 if getattr(exc, "result", None) is not None:

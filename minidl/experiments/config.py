@@ -28,6 +28,7 @@ __all__ = ["FIELDS", "ExperimentConfig", "Option", "parse_hidden"]
 SEED = 1211
 DEFAULT_ITERS = 10000
 DTYPES = ("float64", "float32")
+MODELS = ("mlp", "convnet")
 INIT_NAMES = ("he", "relu", "xavier", "sigmoid")
 
 
@@ -141,6 +142,10 @@ def _check_init(name, value):
     return _positive_number(name, value)
 
 
+def _check_model(name, value):
+    return _one_of(name, value, MODELS, "model")
+
+
 def _check_path(name, value):
     try:
         return os.fspath(value)
@@ -222,6 +227,11 @@ class ExperimentConfig:
     dataset: str = option(
         "mnist", check=_check_dataset, choices=_dataset_names, cli_choices=False,
         metavar="NAME", help="one of: {choices}")
+    model: str = option(
+        "mlp", check=_check_model, choices=MODELS,
+        help="mlp: MultiLayerNet of the --hidden layers; convnet: the book's SimpleConvNet "
+             "(conv 30 5x5 filters - relu - 2x2 max pool - affine of one --hidden size - relu - "
+             "affine) on the images as (C, H, W), CIFAR-10 in colour")
     hidden: tuple[int, ...] = option(
         (50,), check=lambda name, v: parse_hidden(v, name), type=parse_hidden, metavar="SIZES",
         sequence=True, shown_default="50",
@@ -268,6 +278,8 @@ class ExperimentConfig:
                 object.__setattr__(self, f.name, f.option.check(f.name, value))
             if self.iters is not None and self.epochs is not None:
                 raise ValueError("give iters or epochs, not both")
+            if self.model == "convnet":
+                _check_convnet(self)
         except (ValueError, TypeError) as exc:
             # the error names the field; the checks' frames would only hide where it came from
             raise exc.with_traceback(None) from None
@@ -293,6 +305,20 @@ class ExperimentConfig:
         d = dataclasses.asdict(self)
         d["hidden"] = list(self.hidden)
         return d
+
+
+def _check_convnet(config: ExperimentConfig) -> None:
+    """What the book's SimpleConvNet takes: one hidden layer, ReLU, a number as init std."""
+    if len(config.hidden) != 1:
+        raise ValueError(f"model convnet: hidden must be one size (its affine layer), "
+                         f"got {format_value(config.hidden)}")
+    if config.activation != "relu":
+        raise ValueError(f"model convnet: the book's SimpleConvNet uses relu, "
+                         f"got activation {config.activation}")
+    if isinstance(config.weight_init_std, str):
+        raise ValueError(  # noqa: TRY004 - a valid value, not for this model
+            f"model convnet: weight_init_std must be a number (the book's SimpleConvNet "
+            f"takes one), got {config.weight_init_std}")
 
 
 @dataclass(frozen=True)
@@ -357,5 +383,7 @@ def format_value(value: Any) -> str:
 
 
 def architecture(config: ExperimentConfig, n_features: int | str, n_classes: int | str) -> str:
+    if config.model == "convnet":
+        return f"conv 30x5x5 - relu - pool 2x2 - {config.hidden[0]} - relu - {n_classes}"
     sizes = "-".join(str(s) for s in (n_features, *config.hidden, n_classes))
     return f"{sizes} {config.activation}"

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import training
-from ..networks import MultiLayerNet
+from ..networks import MultiLayerNet, SimpleConvNet
 from . import records
 from .config import ExperimentConfig, architecture, config_from
 
@@ -104,13 +104,20 @@ class Data:
     seconds: float
 
 
+def data_key(config: ExperimentConfig) -> tuple:
+    """Configurations with the same key train on the same loaded ``Data``."""
+    return config.dataset, config.data_dir, config.model == "convnet"
+
+
 def load(config: ExperimentConfig) -> Data:
     from ..datasets import DATASETS, dataset_status, load_dataset
 
     start = time.perf_counter()
+    convnet = config.model == "convnet"  # images as (C, H, W); CIFAR-10's colours matter
+    colour = {"grayscale": False} if convnet and config.dataset == "cifar-10" else {}
     (x_train, t_train), (x_test, t_test) = load_dataset(
-        config.dataset, normalize=True, flatten=True, one_hot_label=False,
-        data_dir=config.data_dir,
+        config.dataset, normalize=True, flatten=not convnet, one_hot_label=False,
+        data_dir=config.data_dir, **colour,
     )
     seconds = time.perf_counter() - start
     meta = DATASETS[config.dataset]
@@ -138,8 +145,13 @@ def check_sizes(config: ExperimentConfig, n_train: int) -> None:
         )
 
 
-def build_network(config: ExperimentConfig, data: Data) -> MultiLayerNet:
+def build_network(config: ExperimentConfig, data: Data) -> MultiLayerNet | SimpleConvNet:
     np.random.seed(config.seed)  # right before building, as the course notebook does
+    if config.model == "convnet":  # the book's ch07 network, its hidden layer from the config
+        return SimpleConvNet(
+            input_dim=data.x_train.shape[1:], hidden_size=config.hidden[0],
+            output_size=data.info["n_classes"], weight_init_std=config.weight_init_std,
+            dtype=config.dtype)
     return MultiLayerNet(
         data.info["n_features"], list(config.hidden), data.info["n_classes"],
         activation=config.activation, weight_init_std=config.weight_init_std, dtype=config.dtype,
