@@ -27,6 +27,7 @@ except ImportError as exc:  # pragma: no cover - exercised only by a broken inst
     ) from exc
 
 from ._conv_cython import ConvCythonOps  # after _core's install check
+from ._norm_cython import NormCythonOps
 
 GEMM_CHOICES = ("blas", "cython")
 
@@ -85,7 +86,7 @@ def _nonzero_lists_kept(x, state):
     return idx[:total], val[:total], ptr
 
 
-class CythonOps(ConvCythonOps, NumpyOps):  # convolution and pooling: minidl._conv_cython
+class CythonOps(ConvCythonOps, NormCythonOps, NumpyOps):  # conv, pooling, batch norm: _conv/_norm_cython
     name = "cython"
 
     def __init__(self, gemm: str = "blas"):

@@ -15,9 +15,10 @@ import numpy as np
 
 from . import functions as F
 from ._conv_numpy import ConvNumpyOps
+from ._norm_numpy import NormNumpyOps
 
 
-class NumpyOps(ConvNumpyOps):  # convolution and pooling: minidl._conv_numpy
+class NumpyOps(ConvNumpyOps, NormNumpyOps):  # convolution, pooling, batch norm: _conv/_norm_numpy
     name = "numpy"
 
     # -- affine -------------------------------------------------------------

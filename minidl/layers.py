@@ -412,17 +412,17 @@ class BatchNormalization:
 
     def __forward(self, x, train_flg):
         self._check(x.shape[1])
-        if self.running_mean is None:  # (the book's are float64; here gamma's dtype)
-            D = x.shape[1]
-            self.running_mean = np.zeros(D, dtype=self.gamma.dtype)
-            self.running_var = np.zeros(D, dtype=self.gamma.dtype)
+        # (the book's start as float64 zeros; here in gamma's dtype)
+        if self.running_mean is None:
+            self.running_mean = np.zeros(x.shape[1], dtype=self.gamma.dtype)
+        if self.running_var is None:
+            self.running_var = np.zeros(x.shape[1], dtype=self.gamma.dtype)
 
         if train_flg:
-            mu = x.mean(axis=0)
-            xc = x - mu
-            var = np.mean(xc**2, axis=0)
-            std = np.sqrt(var + 10e-7)
-            xn = xc / std
+            # mu = mean(x), xc = x - mu, var = mean(xc**2), std = sqrt(var + 10e-7),
+            # xn = xc / std, out = gamma * xn + beta (minidl._norm_numpy has the book's lines)
+            out, mu, var, xc, xn, std = _backend.ops().batchnorm_forward_train(
+                x, self.gamma, self.beta)
 
             self.batch_size = x.shape[0]
             self.xc = xc
@@ -431,10 +431,9 @@ class BatchNormalization:
             self.running_mean = self.momentum * self.running_mean + (1 - self.momentum) * mu
             self.running_var = self.momentum * self.running_var + (1 - self.momentum) * var
         else:
-            xc = x - self.running_mean
-            xn = xc / np.sqrt(self.running_var + 10e-7)
-
-        out = self.gamma * xn + self.beta
+            # out = gamma * (x - running_mean) / sqrt(running_var + 10e-7) + beta
+            out = _backend.ops().batchnorm_forward_test(x, self.gamma, self.beta,
+                                                        self.running_mean, self.running_var)
         return out
 
     def backward(self, dout):
@@ -455,16 +454,11 @@ class BatchNormalization:
         return dx
 
     def __backward(self, dout):
-        dbeta = dout.sum(axis=0)
-        dgamma = np.sum(self.xn * dout, axis=0)
-        dxn = self.gamma * dout
-        dxc = dxn / self.std
-        dstd = -np.sum((dxn * self.xc) / (self.std * self.std), axis=0)
-        dvar = 0.5 * dstd / self.std
-        dxc += (2.0 / self.batch_size) * self.xc * dvar
-        dmu = np.sum(dxc, axis=0)
-        dx = dxc - dmu / self.batch_size
-
+        # dbeta = sum(dout), dgamma = sum(xn * dout), dxn = gamma * dout, dxc = dxn / std,
+        # dstd = -sum(dxn * xc / std**2), dvar = 0.5 * dstd / std, dxc += 2/N * xc * dvar,
+        # dx = dxc - sum(dxc) / N (sums over the batch; minidl._norm_numpy has the book's lines)
+        dx, dgamma, dbeta = _backend.ops().batchnorm_backward(dout, self.gamma, self.xc,
+                                                              self.xn, self.std)
         self.dgamma = dgamma
         self.dbeta = dbeta
 

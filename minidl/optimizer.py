@@ -11,7 +11,11 @@ inspect it, reset it with ``optimizer.v = None``.
 What the base class adds to the book: ``update`` checks its input (``params``
 and ``grads`` with the same keys and shapes, arrays that can be updated in
 place, finite non-negative hyperparameters) and raises a ``ValueError`` or
-``TypeError`` that names the problem instead of failing deep inside NumPy.
+``TypeError`` that names the problem instead of failing deep inside NumPy; and
+on the compiled backend, the six rules run each parameter's statements in one
+pass of C (``minidl._optim``) wherever that gives the book's numbers bit for
+bit (one dtype, contiguous arrays; see ``minidl._optim_cython``), the lines
+below everywhere else.
 
 A new rule is one class (DeZero's pattern)::
 
@@ -37,6 +41,8 @@ from numbers import Real
 from typing import ClassVar
 
 import numpy as np
+
+from . import _backend
 
 __all__ = [
     "OPTIMIZERS",
@@ -79,8 +85,13 @@ class Optimizer:
         _check_params_and_grads(type(self).__name__, params, grads)
         self._init_state(params)
         self.begin_update()
+        kernel = _kernel_for(self)
         for key in params:  # in params' order, as the book
-            self.update_one(key, params[key], grads[key])
+            param, grad = params[key], grads[key]
+            # the compiled kernel runs update_one's arithmetic in one pass, where it gives
+            # the very same numbers (minidl._optim_cython); else update_one runs
+            if kernel is None or not kernel(self, key, param, grad):
+                self.update_one(key, param, grad)
 
     def begin_update(self) -> None:
         """Called once per ``update``, before the parameters (Adam counts its steps here)."""
@@ -134,6 +145,15 @@ class Optimizer:
     def __repr__(self) -> str:
         args = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.hyperparameters)
         return f"{type(self).__name__}({args})"
+
+
+def _kernel_for(optimizer):
+    """The compiled kernel for ``optimizer``'s rule on the Cython backend, or None."""
+    if _backend.get_backend() != "cython":
+        return None
+    from ._optim_cython import kernel_for  # (it imports this module's classes)
+
+    return kernel_for(optimizer)
 
 
 def _check_params_and_grads(what: str, params, grads) -> None:

@@ -1,0 +1,122 @@
+"""The book's update rules on minidl's kernels (``minidl._optim``), where they give its numbers.
+
+``Optimizer.update`` asks ``kernel_for(optimizer)`` once per update and, for each
+parameter, calls the kernel; a kernel returns False (and the book's NumPy lines
+in ``update_one`` run instead) unless the case is one where it computes exactly
+what NumPy does:
+
+* the optimizer is an instance of exactly one of the book's classes whose
+  ``update_one`` is still the one defined here (subclasses and patched methods
+  run their own code);
+* the parameter, its gradient and its state arrays share one dtype (float32 or
+  float64), are C-contiguous and do not overlap in memory;
+* for float32, the hyperparameters are Python numbers (NumPy scalars such as
+  ``10 ** np.random.uniform(...)`` promote the book's arithmetic to float64).
+
+The kernels update the parameter and the state arrays in place.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _optim
+from .optimizer import SGD, AdaGrad, Adam, Momentum, Nesterov, RMSprop
+
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+_WEAK = (int, float)  # Python numbers: NumPy casts them to the array's dtype
+_SCALARS64 = (int, float, np.float64, np.float32, np.integer)
+
+
+def _arrays_ok(param, grad, *state) -> bool:
+    dtype = param.dtype
+    if dtype not in _FLOATS:
+        return False
+    arrays = (param, grad, *state)
+    for a in arrays:
+        if (not isinstance(a, np.ndarray) or a.dtype != dtype or a.shape != param.shape
+                or not a.flags.c_contiguous):
+            return False
+    for a in (param, *state):
+        if not a.flags.writeable:
+            return False
+    for i, a in enumerate(arrays):
+        for b in arrays[i + 1:]:
+            if np.may_share_memory(a, b):
+                return False
+    return True
+
+
+def _scalars_ok(dtype, *values) -> bool:
+    kinds = _WEAK if dtype == np.float32 else _SCALARS64
+    return all(type(v) in kinds or (kinds is _SCALARS64 and isinstance(v, np.integer))
+               for v in values)
+
+
+def _flat(a):
+    return a.reshape(-1)
+
+
+def _sgd(opt, key, param, grad):
+    if not (_arrays_ok(param, grad) and _scalars_ok(param.dtype, opt.lr)):
+        return False
+    _optim.sgd(_flat(param), _flat(grad), opt.lr)
+    return True
+
+
+def _momentum(opt, key, param, grad):
+    v = opt.v[key]
+    if not (_arrays_ok(param, grad, v) and _scalars_ok(param.dtype, opt.lr, opt.momentum)):
+        return False
+    _optim.momentum(_flat(param), _flat(grad), _flat(v), opt.lr, opt.momentum)
+    return True
+
+
+def _nesterov(opt, key, param, grad):
+    v = opt.v[key]
+    if not (_arrays_ok(param, grad, v) and _scalars_ok(param.dtype, opt.lr, opt.momentum)):
+        return False
+    _optim.nesterov(_flat(param), _flat(grad), _flat(v), opt.lr, opt.momentum,
+                    opt.momentum * opt.momentum, (1 + opt.momentum) * opt.lr)
+    return True
+
+
+def _adagrad(opt, key, param, grad):
+    h = opt.h[key]
+    if not (_arrays_ok(param, grad, h) and _scalars_ok(param.dtype, opt.lr)):
+        return False
+    _optim.adagrad(_flat(param), _flat(grad), _flat(h), opt.lr)
+    return True
+
+
+def _rmsprop(opt, key, param, grad):
+    h = opt.h[key]
+    if not (_arrays_ok(param, grad, h) and _scalars_ok(param.dtype, opt.lr, opt.decay_rate)):
+        return False
+    _optim.rmsprop(_flat(param), _flat(grad), _flat(h), opt.lr, opt.decay_rate,
+                   1 - opt.decay_rate)
+    return True
+
+
+def _adam(opt, key, param, grad):
+    m, v = opt.m[key], opt.v[key]
+    if (type(opt.lr_t) is not np.float64 or not _arrays_ok(param, grad, m, v)
+            or not _scalars_ok(param.dtype, opt.beta1, opt.beta2)):
+        return False
+    _optim.adam(_flat(param), _flat(grad), _flat(m), _flat(v), float(opt.lr_t),
+                1 - opt.beta1, 1 - opt.beta2)
+    return True
+
+
+# each class, the update_one its kernel stands in for, the kernel
+_KERNELS = {cls: (cls.update_one, kernel) for cls, kernel in (
+    (SGD, _sgd), (Momentum, _momentum), (Nesterov, _nesterov), (AdaGrad, _adagrad),
+    (RMSprop, _rmsprop), (Adam, _adam))}
+
+
+def kernel_for(opt):
+    """The kernel for ``opt``'s rule, or None (a subclass, or ``update_one`` replaced)."""
+    entry = _KERNELS.get(type(opt))
+    if entry is None or type(opt).update_one is not entry[0]:
+        return None
+    return entry[1]

@@ -1,0 +1,145 @@
+"""minidl._optim (compiled update rules) against the book's NumPy lines, bit for bit."""
+
+import copy
+
+import numpy as np
+import pytest
+from book_common import book_ch6
+
+import minidl
+from minidl import _optim_cython, optimizer
+
+RULES = {
+    "SGD": {"lr": 0.1},
+    "Momentum": {"lr": 0.05, "momentum": 0.8},
+    "Nesterov": {"lr": 0.05, "momentum": 0.85},
+    "AdaGrad": {"lr": 0.3},
+    "RMSprop": {"lr": 0.02, "decay_rate": 0.9},
+    "Adam": {"lr": 0.01, "beta1": 0.8, "beta2": 0.99},
+}
+KERNEL = {"SGD": "_sgd", "Momentum": "_momentum", "Nesterov": "_nesterov",
+          "AdaGrad": "_adagrad", "RMSprop": "_rmsprop", "Adam": "_adam"}
+
+
+def params_of(rng, dtype, special=False):
+    p = {"W": rng.standard_normal((31, 17)).astype(dtype), "b": rng.standard_normal(17)
+         .astype(dtype), "s": rng.standard_normal((2, 3, 4, 5)).astype(dtype)}
+    if special:  # zeros, tiny and huge values, as training meets them
+        p["W"][0, :5] = [0.0, 1e-30, -1e-30, 1e30, -0.0]
+    return p
+
+
+def grads_of(rng, params, special=False):
+    g = {k: (rng.standard_normal(v.shape) * 10.0 ** rng.integers(-8, 3, v.shape)).astype(v.dtype)
+         for k, v in params.items()}
+    if special:
+        g["W"][0, :4] = [0.0, 1e-38, np.inf, np.nan]
+    return g
+
+
+def run(name, kwargs, params, grads_list, backend):
+    before = minidl.get_backend()
+    minidl.set_backend(backend)
+    try:
+        opt = getattr(optimizer, name)(**kwargs)
+        for grads in grads_list:
+            opt.update(params, grads)
+    finally:
+        minidl.set_backend(before)
+    return opt
+
+
+@pytest.fixture(params=["avx2", "baseline"])
+def simd(request):
+    from minidl import _optim
+
+    level = _optim.use_simd(request.param == "avx2")
+    if level != request.param:
+        pytest.skip("this CPU has no AVX2")
+    yield level
+    _optim.use_simd(True)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # (NaN and infinity in the gradients)
+@pytest.mark.parametrize("special", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("scalar", [float, np.float64, np.float32])
+@pytest.mark.parametrize("name", list(RULES))
+def test_compiled_rules_are_the_books_numpy_lines_bit_for_bit(name, scalar, dtype, special, simd,
+                                                              rng):
+    kwargs = {k: scalar(v) for k, v in RULES[name].items()}
+    params = params_of(rng, dtype, special)
+    grads_list = [grads_of(rng, params, special and i == 2) for i in range(5)]
+    compiled, numpy_path, book = (copy.deepcopy(params) for _ in range(3))
+    ours = run(name, kwargs, compiled, grads_list, "cython")
+    run(name, kwargs, numpy_path, grads_list, "numpy")
+    book_opt = getattr(book_ch6, name)(**kwargs)
+    for grads in grads_list:
+        book_opt.update(book, grads)
+    for key in params:
+        assert compiled[key].dtype == dtype
+        np.testing.assert_array_equal(compiled[key], numpy_path[key], err_msg=key)
+        np.testing.assert_array_equal(compiled[key], book[key], err_msg=key)
+    for state in ("v", "h", "m"):
+        if hasattr(book_opt, state):
+            for key in params:
+                np.testing.assert_array_equal(getattr(ours, state)[key],
+                                              getattr(book_opt, state)[key])
+
+
+@pytest.mark.parametrize("name", list(RULES))
+def test_the_kernels_serve_the_common_cases(name, rng):
+    for dtype in (np.float32, np.float64):
+        params = params_of(rng, dtype)
+        opt = getattr(optimizer, name)(**RULES[name])
+        opt.update(params, {k: np.zeros_like(v) for k, v in params.items()})
+        kernel = _optim_cython.kernel_for(opt)
+        assert kernel is getattr(_optim_cython, KERNEL[name])
+        g = np.ones_like(params["W"])
+        assert kernel(opt, "W", params["W"], g) is True
+
+
+@pytest.mark.parametrize("name", list(RULES))
+def test_the_kernels_step_aside_where_numpy_would_compute_differently(name, rng):
+    params = params_of(rng, np.float32)
+    opt = getattr(optimizer, name)(**RULES[name])
+    opt.update(params, {k: np.zeros_like(v) for k, v in params.items()})
+    kernel = _optim_cython.kernel_for(opt)
+    W = params["W"]
+    assert not kernel(opt, "W", W, np.ones(W.shape))  # float64 gradient: NumPy promotes
+    assert not kernel(opt, "W", W, W)  # the gradient is the parameter
+    strided = np.ones((W.shape[0], 2 * W.shape[1]), np.float32)[:, ::2]
+    assert not kernel(opt, "W", W, strided)
+    opt.lr = np.float64(opt.lr)  # a NumPy float64 makes the book's float32 lines float64
+    if name != "Adam":  # (Adam's float32 step is float64 already)
+        assert not kernel(opt, "W", W, np.ones_like(W))
+
+
+def test_subclasses_and_patched_methods_run_their_own_code(rng, monkeypatch):
+    class Mine(optimizer.SGD):
+        def update_one(self, key, param, grad):
+            param += 1.0
+
+    assert _optim_cython.kernel_for(Mine()) is None
+    p = {"W": np.zeros(3)}
+    Mine().update(p, {"W": np.ones(3)})
+    np.testing.assert_array_equal(p["W"], 1.0)
+
+    class Same(optimizer.Adam):  # a subclass keeps the book's code: no kernel either
+        pass
+
+    assert _optim_cython.kernel_for(Same()) is None
+    monkeypatch.setattr(optimizer.Momentum, "update_one",
+                        lambda self, key, param, grad: param.fill(7.0))
+    p = {"W": np.zeros(3)}
+    optimizer.Momentum().update(p, {"W": np.ones(3)})
+    np.testing.assert_array_equal(p["W"], 7.0)
+
+
+def test_kernels_check_lengths():
+    from minidl import _optim
+
+    with pytest.raises(ValueError, match="arrays of 2 and 3 elements"):
+        _optim.sgd(np.zeros(3), np.zeros(2), 0.1)
+    with pytest.raises(ValueError):
+        _optim.adam(np.zeros(3), np.zeros(3), np.zeros(3), np.zeros(4), 0.1, 0.1, 0.1)
