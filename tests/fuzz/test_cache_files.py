@@ -151,7 +151,12 @@ def test_any_shape_and_dtype_in_the_cache(tmp_path, monkeypatch, key, shape, dty
         register_idx(monkeypatch, "mnist", arrays)
         want = raw(arrays)
         loaded(d)
-        rewrite_cache("mnist", **{key: np.zeros(shape, dtype)})
+        replacement = np.zeros(shape, dtype)
+        rewrite_cache("mnist", **{key: replacement})
+        if replacement.dtype == np.uint8 and shape == want[key].shape:
+            # Well-formed: the cache is trusted (it names its source by path, size and
+            # modification time; the zip's CRCs catch damage), so its arrays are returned.
+            want = {**want, key: replacement}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # (the warning itself is tested above)
             same_arrays(loaded(d), want)

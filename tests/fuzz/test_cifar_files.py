@@ -68,8 +68,9 @@ def test_binary_batch_of_any_other_length(tmp_path, data, which, records, bytes_
         if size == len(raw):
             same_arrays(load_colour(d), expected(data))
             return
-        whole = size % RECORD == 0 and size
-        with clear_error(path, f"expected {N} ({N * RECORD} bytes)" if whole else "bytes"):
+        named = ("empty file" if size == 0 else f"not a whole number of {RECORD}-byte records"
+                 if size % RECORD else f"expected {N} ({N * RECORD} bytes)")
+        with clear_error(path, named):
             load_colour(d)
         assert_nothing_cached(d)
 
