@@ -130,7 +130,13 @@ class _LayerNet:
         weight_decay = 0
         for i in range(1, self.n_affine + 1):
             W = self.params[f"W{i}"]
-            weight_decay += 0.5 * self.weight_decay_lambda * np.sum(W ** 2)
+            if self.weight_decay_lambda:
+                weight_decay += 0.5 * self.weight_decay_lambda * np.sum(W ** 2)
+            else:
+                # 0 * sum(W ** 2) is 0, or NaN once the weights overflow (a diverged
+                # network's loss is NaN in the book): the dot product says which,
+                # without squaring W into a temporary
+                weight_decay += 0.0 * _sum_of_squares(W)
         return weight_decay
 
     def accuracy(self, x, t):
@@ -232,6 +238,12 @@ class _LayerNet:
     def load(cls, path):
         """Rebuild a network saved with ``save`` (whichever of the three it was)."""
         return load_network(path)
+
+
+def _sum_of_squares(W):
+    flat = W.reshape(-1)
+    with np.errstate(over="ignore", invalid="ignore"):  # (the product is only multiplied by 0)
+        return np.dot(flat, flat)
 
 
 def _check_weight_decay(weight_decay_lambda):
@@ -411,8 +423,12 @@ class MultiLayerNetExtend(_LayerNet):
 
         layers = list(self.layers.values())
         layers.reverse()
-        for layer in layers:
+        for layer in layers[:-1]:
             dout = layer.backward(dout)
+        if type(layers[-1]) is Affine:
+            layers[-1].backward(dout, need_dx=False)  # nobody uses the input's gradient
+        else:
+            layers[-1].backward(dout)
 
         grads = {}
         for idx in range(1, self.hidden_layer_num + 2):
