@@ -18,9 +18,11 @@ installed.
 Nothing is written into the source folder except by ``build_ext --inplace``
 (which puts the compiled modules beside the sources, for development):
 generated C, object files, build/ and egg-info go to a folder per checkout
-under the system's temporary directory.
+under the system's temporary directory, kept for development builds (so that
+a rebuild compiles only what changed) and removed after any other.
 """
 
+import atexit
 import hashlib
 import os
 import shutil
@@ -36,6 +38,7 @@ from setuptools.errors import CompileError, ExecError, LinkError, PlatformError
 HERE = Path(__file__).resolve().parent
 PACKAGE = HERE / "minidl"
 DEBUG = os.environ.get("MINIDL_DEBUG", "") not in ("", "0")
+DEVELOPMENT_COMMANDS = {"--inplace", "-i", "develop", "editable_wheel"}
 OPENMP_CHOICE = os.environ.get("MINIDL_OPENMP", "auto").strip().lower() or "auto"
 
 DIRECTIVES = {
@@ -90,8 +93,8 @@ def _sources():
 
 
 def _scratch_dir():
-    """Where the build's by-products go: a folder per checkout, build flags and Python,
-    outside the source folder (kept, so that a rebuild only compiles what changed)."""
+    """Where the build's by-products go: a folder per source folder, build flags and
+    Python, outside the source folder (see DEVELOPMENT_COMMANDS for when it is kept)."""
     key = "|".join([str(HERE), sys.version, sysconfig.get_platform(), str(DEBUG), OPENMP_CHOICE])
     user = str(os.getuid()) if hasattr(os, "getuid") else os.environ.get("USERNAME", "user")
     return Path(tempfile.gettempdir()) / f"minidl-build-{user}" / hashlib.sha1(
@@ -227,7 +230,26 @@ class BuildExt(build_ext):
             if openmp:
                 ext.include_dirs += openmp[2]
                 ext.library_dirs += openmp[3]
+        self._short_object_paths()
         super().build_extensions()
+
+    def _short_object_paths(self):
+        """Object files of the C that Cython wrote into build_temp go beside it, not under
+        build_temp + the C file's whole absolute path (distutils' rule for absolute
+        sources), which repeats the scratch folder's path and can pass Windows' 260."""
+        temp = Path(self.build_temp).resolve()
+        names = self.compiler.object_filenames
+
+        def object_filenames(sources, strip_dir=0, output_dir=""):
+            inside = []
+            for source in sources:
+                path = Path(source)
+                if path.is_absolute() and temp in path.resolve().parents:
+                    source = str(path.resolve().relative_to(temp))
+                inside.append(source)
+            return names(inside, strip_dir=strip_dir, output_dir=output_dir)
+
+        self.compiler.object_filenames = object_filenames
 
 
 class _quiet_fds:
@@ -269,6 +291,10 @@ def extensions():
 if __name__ == "__main__":
     scratch = _scratch_dir()
     scratch.mkdir(parents=True, exist_ok=True)
+    # kept for development builds (a rebuild compiles only what changed); removed after
+    # the others (pip install, python -m build), which would otherwise leave ~20 MB each
+    if not DEVELOPMENT_COMMANDS.intersection(sys.argv[1:]):
+        atexit.register(shutil.rmtree, scratch, True)
     setup(
         ext_modules=extensions(),
         cmdclass={"build_ext": BuildExt},

@@ -154,6 +154,37 @@ def test_no_compiler_message_reaches_pip(tmp_path):
 
 
 @needs_sources
+def test_pip_wheel_leaves_nothing_behind(tmp_path):
+    """``pip install .``'s build: a platform wheel with the compiled modules, and nothing
+    left in the source folder or in the scratch folder the build used."""
+    pytest.importorskip("Cython")
+    project = _tiny_project(tmp_path / "p")
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "-v", "--no-deps",
+                           "--no-build-isolation", "-w", str(tmp_path / "wheels"), str(project)],
+                          capture_output=True, text=True, timeout=600, check=False,
+                          env=_env(PIP_DISABLE_PIP_VERSION_CHECK="1"))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (wheel,) = (tmp_path / "wheels").glob("minidl-*.whl")
+    assert not wheel.name.endswith("-none-any.whl")
+    import zipfile
+
+    names = zipfile.ZipFile(wheel).namelist()
+    suffixes = tuple(importlib.machinery.EXTENSION_SUFFIXES)
+    assert {n.split("/")[-1].split(".")[0] for n in names if n.endswith(suffixes)} == {
+        "_buildinfo", "_probe"}
+    left = sorted(str(p.relative_to(project)) for p in project.rglob("*")
+                  if p.is_dir() and p.name in ("build", "__pycache__") or p.suffix in (".c", ".so")
+                  or p.name.endswith(".egg-info"))
+    assert left == []
+    # the build used a scratch folder, and removed it (pip's builds are not incremental)
+    code = "import runpy; print(runpy.run_path('setup.py', run_name='x')['_scratch_dir']())"
+    scratch = subprocess.run([sys.executable, "-c", code], cwd=project, capture_output=True,
+                             text=True, env=_env(), check=True, timeout=60).stdout.strip()
+    assert scratch in proc.stdout + proc.stderr
+    assert not Path(scratch).exists()
+
+
+@needs_sources
 def test_compiler_help_per_platform():
     help_for = _setup_module()["compiler_help"]
     assert any("build-essential python3-dev" in line for line in help_for("linux"))
@@ -250,3 +281,15 @@ def test_full_serial_build_passes_the_kernel_tests(tmp_path):
                          check=False)
     assert run.returncode == 0, run.stdout[-5000:] + run.stderr[-2000:]
     assert " passed" in run.stdout.splitlines()[-1]
+
+
+@pytest.mark.skipif(not os.environ.get("MINIDL_CI_INSTALLED"),
+                    reason=".ci/run sets MINIDL_CI_INSTALLED: there the suite must run against "
+                           "the installed wheel")
+def test_the_minidl_under_test_is_the_installed_wheel():
+    import sysconfig
+
+    where = Path(minidl.__file__).resolve()
+    site = {Path(sysconfig.get_paths()[key]).resolve() for key in ("purelib", "platlib")}
+    assert any(folder in where.parents for folder in site), where
+    assert minidl._buildinfo.__file__.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))
