@@ -1,11 +1,12 @@
 """Check what minidl's sdist and wheel hold (run by .ci/run; stdlib only).
 
     python .ci/check_dist.py sdist dist/minidl-X.tar.gz
-    python .ci/check_dist.py wheel dist/minidl-X-cpXY-cpXY-PLATFORM.whl
+    python .ci/check_dist.py wheel dist/minidl-X-cpXY-cpXY-PLATFORM.whl dist/minidl-X.tar.gz
 
 The sdist must hold the Cython and C sources, the packaged data, the whole test
 suite with what it reads, README and licence, and nothing generated; the wheel
-must be a platform wheel with every compiled extension and the packaged data.
+must be a platform wheel with a compiled extension for every minidl/*.pyx of the
+sdist, and the packaged data.
 Exits non-zero naming each problem.
 """
 
@@ -61,14 +62,21 @@ def tracked_files() -> list[str]:
     return [name for name in out.split("\0") if name]
 
 
-def check_wheel(path: str, names: list[str]) -> list[str]:
+def extension_modules(sdist_names: list[str]) -> list[str]:
+    """The compiled modules a wheel must hold: one per minidl/*.pyx of the sdist."""
+    return sorted(PurePosixPath(n).stem for n in fnmatch.filter(sdist_names, "minidl/*.pyx"))
+
+
+def check_wheel(path: str, names: list[str], modules: list[str]) -> list[str]:
     problems = []
     tags = PurePosixPath(path).name[:-len(".whl")].split("-")[-3:]
     if tags[2] == "any" or tags[1] == "none":
         problems.append(f"not a platform wheel: {'-'.join(tags)}")
     ext_suffixes = (".so", ".pyd")
     compiled = {PurePosixPath(n).name.split(".")[0] for n in names if n.endswith(ext_suffixes)}
-    for module in ("_core", "_netgrad", "_buildinfo"):
+    if not modules:
+        problems.append("no extension modules expected: the sdist holds no minidl/*.pyx")
+    for module in modules:
         if module not in compiled:
             problems.append(f"wheel lacks the compiled extension minidl/{module}")
     for name in ("minidl/__init__.py", "minidl/datasets/data/mnist-mini.npz"):
@@ -82,7 +90,7 @@ def check_wheel(path: str, names: list[str]) -> list[str]:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 3 or argv[1] not in ("sdist", "wheel"):
+    if not (argv[1:2] == ["sdist"] and len(argv) == 3 or argv[1:2] == ["wheel"] and len(argv) == 4):
         print(__doc__, file=sys.stderr)
         return 2
     kind, path = argv[1], argv[2]
@@ -94,7 +102,7 @@ def main(argv: list[str]) -> int:
                      if name not in names]
     else:
         names = _wheel_names(path)
-        problems = check_wheel(path, names)
+        problems = check_wheel(path, names, extension_modules(_sdist_names(argv[3])))
     for problem in problems:
         print(f"check_dist: {problem}", file=sys.stderr)
     if not problems:

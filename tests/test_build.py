@@ -66,8 +66,22 @@ def _tiny_project(root: Path, with_sources=True) -> Path:
     return root
 
 
+_TEMP = {}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _temporary_folder(tmp_path_factory):
+    """The builds' system temporary folder (their scratch folders go there): one under
+    pytest's own, which it cleans, instead of the machine's."""
+    _TEMP["dir"] = str(tmp_path_factory.mktemp("system-tmp"))
+    yield
+    _TEMP.clear()
+
+
 def _env(**extra):
     env = {k: v for k, v in os.environ.items() if not k.startswith("MINIDL_")}
+    if "dir" in _TEMP:
+        env.update(TMPDIR=_TEMP["dir"], TEMP=_TEMP["dir"], TMP=_TEMP["dir"])
     env.update(extra)
     return env
 
@@ -293,3 +307,30 @@ def test_the_minidl_under_test_is_the_installed_wheel():
     site = {Path(sysconfig.get_paths()[key]).resolve() for key in ("purelib", "platlib")}
     assert any(folder in where.parents for folder in site), where
     assert minidl._buildinfo.__file__.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))
+
+
+@pytest.mark.skipif(not (SOURCE / ".ci" / "check_dist.py").is_file(),
+                    reason=".ci/check_dist.py is not beside tests/")
+def test_dist_checker_names_what_is_missing_or_generated():
+    check = runpy.run_path(str(SOURCE / ".ci" / "check_dist.py"), run_name="check_dist")
+    good = ["README.md", "LICENSE", "pyproject.toml", "setup.py", "MANIFEST.in",
+            "minidl/__init__.py", "minidl/_core.pyx", "minidl/_openmp.h", "minidl/_openmp.pxd",
+            "minidl/datasets/data/mnist-mini.npz", "tests/conftest.py", "tests/book_common.py",
+            "tests/test_x.py", "bench/book_numpy.py"]
+    assert check["check_sdist"](good) == []
+    problems = check["check_sdist"]([n for n in good if n != "tests/conftest.py"]
+                                    + ["minidl/_core.c", "build/lib/minidl/_core.so"])
+    assert "sdist lacks tests/conftest.py" in problems
+    assert "sdist holds a generated file: minidl/_core.c" in problems
+    assert "sdist holds a generated file: build/lib/minidl/_core.so" in problems
+    wheel = ["minidl/__init__.py", "minidl/datasets/data/mnist-mini.npz",
+             "minidl-0.1.0.dist-info/licenses/LICENSE"]
+    compiled = [f"minidl/{m}.cpython-311-x86_64-linux-gnu.so"
+                for m in ("_core", "_netgrad", "_buildinfo")]
+    modules = check["extension_modules"](good + ["minidl/_netgrad.pyx", "minidl/_buildinfo.pyx"])
+    assert modules == ["_buildinfo", "_core", "_netgrad"]
+    assert check["check_wheel"]("minidl-0.1.0-cp311-cp311-linux_x86_64.whl",
+                                wheel + compiled, modules) == []
+    problems = check["check_wheel"]("minidl-0.1.0-py3-none-any.whl", wheel, modules)
+    assert "not a platform wheel: py3-none-any" in problems
+    assert "wheel lacks the compiled extension minidl/_core" in problems
