@@ -128,12 +128,18 @@ def example_dir(tmp_path: Path) -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+# `python -c` puts its working folder first on sys.path: started from a source checkout
+# (as .ci/run runs the suite, from the unpacked sdist), a child would import that
+# folder's minidl/ (no compiled modules) instead of the one under test.
+_NEUTRAL_CWD = Path(__file__).resolve().parent
+
+
 def run_python(code: str, *, env: dict | None = None, timeout: float = 120,
                cwd: Path | None = None, **popen) -> subprocess.CompletedProcess:
     """Run ``code`` in a fresh interpreter importing the same minidl as this one."""
     full_env = {**os.environ, "PYTHONPATH": str(PACKAGE_PARENT), **(env or {})}
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=full_env,
-                          cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          cwd=cwd or _NEUTRAL_CWD, capture_output=True, text=True, timeout=timeout,
                           check=False, **popen)
 
 
@@ -142,4 +148,4 @@ def start_python(code: str, *, env: dict | None = None, cwd: Path | None = None
     """Start ``code`` in a fresh interpreter (stdout piped, line by line) and return it."""
     full_env = {**os.environ, "PYTHONPATH": str(PACKAGE_PARENT), **(env or {})}
     return subprocess.Popen([sys.executable, "-u", "-c", textwrap.dedent(code)], env=full_env,
-                            cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=cwd or _NEUTRAL_CWD, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
