@@ -73,7 +73,7 @@ _TEMP = {}
 def _temporary_folder(tmp_path_factory):
     """The builds' system temporary folder (their scratch folders go there): one under
     pytest's own, which it cleans, instead of the machine's."""
-    _TEMP["dir"] = str(tmp_path_factory.mktemp("system-tmp"))
+    _TEMP["dir"] = str(tmp_path_factory.mktemp("btmp"))
     yield
     _TEMP.clear()
 
