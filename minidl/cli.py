@@ -2,22 +2,69 @@
 
 Each command is a thin shell over a Python function (``minidl.experiments``,
 ``minidl.gradient``, ``minidl.datasets``), so that notebooks get the same
-behaviour. Errors in what the user asked for (an unknown dataset, an
-impossible size, an output folder that cannot be written, a dataset that
-cannot be found offline) print one line on stderr and exit with status 2;
-Ctrl-C exits with 130 after saving what the run recorded; ``gradcheck`` exits
-with 1 when the two gradients disagree.
+behaviour. Exit statuses:
+
+- 0: done;
+- 1: ``gradcheck``: the two gradients disagree;
+- 2: an error in what was asked (an unknown dataset, an impossible size, an
+  output folder that cannot be written or already holds results, a dataset that
+  cannot be found offline, not enough memory), said in one line on stderr; for
+  ``compare``, a run that failed (its row says why; the table is written);
+- 3: the loss became NaN or infinite (said once, with the iteration);
+- 130: Ctrl-C; 143: SIGTERM; 129: SIGHUP. Each ends a run as Ctrl-C does: what it
+  recorded is written (metrics, model, curves; status 'interrupted').
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
+import threading
 from pathlib import Path
 
 __all__ = ["build_parser", "main"]
 
-EXIT_OK, EXIT_MISMATCH, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_MISMATCH, EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+STOP_SIGNALS = ("SIGTERM", "SIGHUP")  # those a system or a closed terminal sends
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised where Ctrl-C's KeyboardInterrupt would be.
+
+    Everything that keeps a run's record on Ctrl-C (the training loop's History,
+    the run's files, a comparison's table) then keeps it for these too.
+    """
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+        self.signal_name = signal.Signals(signum).name
+
+
+@contextlib.contextmanager
+def _signals_end_the_run():
+    """SIGTERM and SIGHUP raise ``Terminated`` while a command runs (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {}
+
+    def stop(signum, frame):
+        for sig in previous:  # once: the record being written is not cut short by another
+            signal.signal(sig, signal.SIG_IGN)
+        raise Terminated(signum)
+
+    for name in STOP_SIGNALS:
+        sig = getattr(signal, name, None)  # no SIGHUP on Windows
+        if sig is not None:
+            previous[sig] = signal.signal(sig, stop)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -186,7 +233,12 @@ examples:
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     """Options of a run that are not part of its configuration."""
     p.add_argument("--out", metavar="DIR", default=None,
-                   help="folder for the results (default: a new folder under runs/)")
+                   help="folder for the results (default: a new folder under runs/); "
+                        "one that already holds results is refused")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the results already in --out")
+    p.add_argument("--keep-going", action="store_true",
+                   help="train on when the loss becomes NaN or infinite (default: stop there)")
     p.add_argument("--quiet", "-q", action="store_true",
                    help="no progress bar and no per-epoch lines (results are still printed)")
 
@@ -254,11 +306,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
     config = ExperimentConfig(**_config_options(args, "train"))  # checked before anything is created
     out = Path(args.out) if args.out else new_run_dir("train")
     result = run_experiment(config, out=out, progress=False if args.quiet else None,
-                            verbose=not args.quiet)
+                            verbose=not args.quiet, keep_going=args.keep_going,
+                            overwrite=args.overwrite)
     final = result.metrics["final"]
     print(f"final: train acc {final['train_acc']:.4f}, test acc {final['test_acc']:.4f} "
           f"after {result.history.iterations} iterations in {result.seconds:.1f} s")
     print(f"wrote {out}/: metrics.json, metrics.csv, curves.png, model.npz")
+    if result.diverged:
+        if args.quiet:  # otherwise it was said when it happened
+            print(f"minidl: {result.metrics['divergence']['message']}", file=sys.stderr)
+        return EXIT_DIVERGED
     return EXIT_OK
 
 
@@ -271,12 +328,17 @@ def _cmd_compare(args: argparse.Namespace) -> int:
                    (v[0] if isinstance(v, list) else v)) for k, v in options.items()}
     out = Path(args.out) if args.out else new_run_dir("compare")
     table = compare(out=out, progress=False if args.quiet else None, verbose=not args.quiet,
-                    **options)
+                    keep_going=args.keep_going, overwrite=args.overwrite, **options)
     print()
     print(table.to_markdown(), end="")
     print(f"\nwrote {out}/: comparison.md, comparison.csv, comparison.json, comparison.png, "
           f"and a folder per run")
-    return EXIT_OK
+    failed = [r for r in table.results if r.status == "failed"]
+    for r in failed:
+        print(f"minidl: error: run {r.label}: {r.metrics['error']}", file=sys.stderr)
+    if failed:
+        return EXIT_USAGE
+    return EXIT_DIVERGED if any(r.diverged for r in table.results) else EXIT_OK
 
 
 def _cmd_gradcheck(args: argparse.Namespace) -> int:
@@ -289,7 +351,7 @@ def _cmd_gradcheck(args: argparse.Namespace) -> int:
     config = ExperimentConfig(**_config_options(args, "gradcheck"))
     data = load(config)
     check_sizes(config, data.info["n_train"])
-    network = build_network(config, data)  # seeds NumPy, then builds
+    network = build_network(config, data)  # checks the memory it needs, seeds NumPy, builds
     # the first images, as the book's gradient_check.py takes x_train[:3]
     x = data.x_train[:config.batch_size]
     if config.dtype == "float32":
@@ -354,12 +416,21 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     try:
-        return args.func(args)
+        with _signals_end_the_run():
+            return args.func(args)
     except KeyboardInterrupt as exc:
         out = getattr(exc, "out", None)
         where = f"; what it recorded is in {out}/" if out is not None else ""
+        if isinstance(exc, Terminated):
+            print(f"\nminidl: stopped by {exc.signal_name}{where}", file=sys.stderr)
+            return 128 + exc.signum
         print(f"\nminidl: interrupted{where}", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except MemoryError as exc:
+        # NumPy's message says how much ("Unable to allocate 584. GiB for an array ...")
+        reason = _one_line(exc) if str(exc).strip() else "Python could not allocate memory"
+        print(f"minidl: error: not enough memory: {reason}", file=sys.stderr)
+        return EXIT_USAGE
     except (ValueError, TypeError, OSError) as exc:
         print(f"minidl: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE

@@ -264,7 +264,8 @@ def test_non_finite_losses_are_written_as_null(tmp_path, monkeypatch):
         return history
 
     monkeypatch.setattr(training, "train", diverging_train)
-    run_experiment(**QUICK, out=tmp_path / "r", progress=False, verbose=False)
+    # keep_going: the run records the non-finite losses instead of stopping at the first
+    run_experiment(**QUICK, out=tmp_path / "r", progress=False, verbose=False, keep_going=True)
 
     def refuse(name):
         raise AssertionError(f"{name} in metrics.json")

@@ -146,14 +146,28 @@ def _slug(text: str) -> str:
     return keep.strip("-_") or "run"
 
 
+def status_text(result) -> str:
+    """A run's status for the table: 'finished', 'interrupted', 'diverged at iteration 37',
+    'failed: not enough memory: ...'."""
+    status = result.metrics["status"]
+    divergence = result.metrics.get("divergence")
+    if status == "failed":
+        return f"failed: {result.metrics['error_short']}"
+    if divergence is not None:
+        where = f"at iteration {divergence['iteration']}"
+        return f"diverged {where}" if status == "diverged" else f"{status} (diverged {where})"
+    return status
+
+
 def _table(results: list, varied: list[str]) -> ComparisonTable:
     columns = ["run", *varied, "final_test_acc", "best_test_acc", "best_epoch",
                "final_train_acc", "iterations", "seconds"]
-    interrupted = any(r.interrupted for r in results)
-    if interrupted:
+    statuses = [status_text(r) for r in results]
+    with_status = any(s != "finished" for s in statuses)
+    if with_status:
         columns.append("status")
     rows = []
-    for r in results:
+    for r, status in zip(results, statuses):
         row = {"run": r.label}
         row.update({name: getattr(r.config, name) for name in varied})
         row.update({
@@ -164,15 +178,16 @@ def _table(results: list, varied: list[str]) -> ComparisonTable:
             "iterations": r.history.iterations,
             "seconds": r.seconds,
         })
-        if interrupted:
-            row["status"] = r.metrics["status"]
+        if with_status:
+            row["status"] = status
         rows.append(row)
     return ComparisonTable(columns, rows, results, varied)
 
 
 def compare(configs: Iterable[ExperimentConfig | dict] | None = None, /, *,
             out: str | os.PathLike | None = None, progress: bool | None = None,
-            verbose: bool = True, **options) -> ComparisonTable:
+            verbose: bool = True, keep_going: bool = False, overwrite: bool = False,
+            **options) -> ComparisonTable:
     """Train several configurations one after another and tabulate them.
 
     Either give ``options`` where a list means alternatives, e.g.
@@ -184,11 +199,15 @@ def compare(configs: Iterable[ExperimentConfig | dict] | None = None, /, *,
 
     ``out``: a folder for ``comparison.md``, ``comparison.csv``,
     ``comparison.json``, ``comparison.png`` (every run's curves) and a
-    sub-folder per run with its own files. Returns a ``ComparisonTable``: the
-    final network's test and train accuracy, the best per-epoch test accuracy
-    and its epoch, the training time; ``.results`` holds each run's
-    ``RunResult``. On Ctrl-C the table of the runs so far is written,
-    and the ``KeyboardInterrupt`` is re-raised with ``.table`` and ``.out``.
+    sub-folder per run with its own files (a folder holding results already is
+    refused unless ``overwrite``). Returns a ``ComparisonTable``: the final
+    network's test and train accuracy, the best test accuracy of all
+    evaluations and its epoch, the training time; ``.results`` holds each run's
+    ``RunResult``. Values and sizes are checked before anything trains; a run
+    that fails while training (not enough memory, say) is a row with its
+    reason, and the others go on; a run whose loss diverges stops there unless
+    ``keep_going``. On Ctrl-C the table of the runs so far is written, and the
+    ``KeyboardInterrupt`` is re-raised with ``.table`` and ``.out``.
     """
     try:
         if configs is not None:
@@ -205,7 +224,7 @@ def compare(configs: Iterable[ExperimentConfig | dict] | None = None, /, *,
 
     created = []
     if out is not None:
-        out, created = records.prepare_out(out)
+        out, created = records.prepare_out(out, overwrite=overwrite)
     results: list = []
     try:
         data = {}
@@ -222,13 +241,15 @@ def compare(configs: Iterable[ExperimentConfig | dict] | None = None, /, *,
             label = config.label(varied) if varied else "run"
             run_out = None
             if out is not None:
-                run_out, _ = records.prepare_out(out / f"{k:02d}-{_slug(label)}")
+                run_out, _ = records.prepare_out(out / f"{k:02d}-{_slug(label)}",
+                                                 overwrite=True)
             if verbose:
                 run_module.say(f"[{k}/{len(configs)}] {label}")
             try:
                 results.append(run_module._run(
                     config, data[run_module.data_key(config)], run_out,
-                    progress=progress, verbose=verbose, label=label, prefix="  "))
+                    progress=progress, verbose=verbose, label=label, prefix="  ",
+                    keep_going=keep_going))
             except KeyboardInterrupt as exc:
                 if getattr(exc, "result", None) is not None:
                     results.append(exc.result)
@@ -238,6 +259,10 @@ def compare(configs: Iterable[ExperimentConfig | dict] | None = None, /, *,
                 exc.table = table
                 exc.out = out
                 raise
+            except Exception as exc:  # noqa: BLE001 (this run failed: its row says why; train on)
+                results.append(run_module.failed_result(config, label, run_out, exc))
+                if verbose:
+                    run_module.say(f"  failed: {results[-1].metrics['error']}")
     except BaseException:
         if not results:
             records.remove_if_empty(created)

@@ -44,13 +44,49 @@ def new_run_dir(prefix: str, root: str | os.PathLike = RUNS_DIR) -> Path:
     return path
 
 
-def prepare_out(out: str | os.PathLike) -> tuple[Path, list[Path]]:
+RUN_FILES = ("metrics.json", "metrics.csv", "curves.png", "model.npz")
+COMPARISON_FILES = ("comparison.md", "comparison.csv", "comparison.json", "comparison.png")
+
+
+def holds_results(folder: Path) -> str | None:
+    """The name of a result file minidl wrote in ``folder``, or None."""
+    for name in ("metrics.json", "comparison.json"):
+        if (folder / name).is_file():
+            return name
+    return None
+
+
+def clear_results(folder: Path) -> None:
+    """Remove what an earlier run or comparison wrote in ``folder`` (and nothing else).
+
+    A comparison's run folders (``01-...`` holding ``metrics.json``) go too,
+    when nothing but minidl's files is left in them.
+    """
+    for name in RUN_FILES + COMPARISON_FILES:
+        (folder / name).unlink(missing_ok=True)
+    for sub in folder.iterdir():
+        if sub.is_dir() and sub.name[:2].isdigit() and (sub / "metrics.json").is_file():
+            for name in RUN_FILES:
+                (sub / name).unlink(missing_ok=True)
+            remove_if_empty([sub])
+
+
+def prepare_out(out: str | os.PathLike, *, overwrite: bool = False) -> tuple[Path, list[Path]]:
     """Create ``out`` if needed and check that files can be written there.
+
+    A folder that already holds a run or a comparison is refused with
+    ``FileExistsError``, unless ``overwrite``: then its earlier results are
+    removed first, so that nothing of them is mixed with the new ones.
 
     Returns the path and the folders this call created, innermost first (so
     that a failed start can remove them again: no empty ``runs/`` is left).
     """
     out = Path(out)
+    found = holds_results(out) if out.is_dir() else None
+    if found is not None and not overwrite:
+        raise FileExistsError(
+            f"{os.fspath(out)!r} already holds results ({found}); choose another folder, "
+            "or overwrite them (--overwrite, overwrite=True)")
     created = []
     for parent in (out, *out.parents):
         if parent.exists() or parent == parent.parent:
@@ -61,6 +97,8 @@ def prepare_out(out: str | os.PathLike) -> tuple[Path, list[Path]]:
         fd, probe = tempfile.mkstemp(prefix=".minidl-probe-", dir=out)
         os.close(fd)
         os.unlink(probe)
+        if found is not None:
+            clear_results(out)
     except OSError as exc:
         remove_if_empty(created)
         reason = exc.strerror or str(exc)
@@ -157,7 +195,8 @@ def write_comparison(out: Path, table) -> None:
     write_text(out / "comparison.json", json.dumps(record, indent=1, allow_nan=False) + "\n")
     from .plotting import plot_comparison
 
-    title = f"{table.results[0].metrics['dataset']['title']}: comparing {', '.join(table.varied)}" \
-        if table.varied else None
-    plot_comparison([r.metrics for r in table.results], [r.label for r in table.results],
+    plotted = [r for r in table.results if r.metrics["status"] != "failed"]  # failed: no curves
+    dataset = plotted[0].metrics["dataset"]["title"] if plotted else ""
+    title = f"{dataset}: comparing {', '.join(table.varied)}" if table.varied else None
+    plot_comparison([r.metrics for r in plotted], [r.label for r in plotted],
                     out / "comparison.png", title=title)

@@ -11,6 +11,7 @@ run) are written as ``null``.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -25,6 +26,7 @@ from .. import training
 from ..networks import MultiLayerNet, SimpleConvNet
 from . import records
 from .config import ExperimentConfig, architecture, config_from
+from .memory import check_memory
 
 __all__ = ["RunResult", "run_experiment"]
 
@@ -44,9 +46,21 @@ class RunResult:
     out: Path | None = None
     label: str = ""
 
+    error: BaseException | None = None  # what made a run of a comparison fail
+
+    @property
+    def status(self) -> str:
+        """'finished', 'interrupted', 'diverged' (stopped at a non-finite loss) or 'failed'."""
+        return self.metrics["status"]
+
     @property
     def interrupted(self) -> bool:
         return self.metrics["status"] == "interrupted"
+
+    @property
+    def diverged(self) -> bool:
+        """Whether the loss became NaN or infinite (``metrics['divergence']`` says where)."""
+        return self.metrics.get("divergence") is not None
 
     @property
     def final_test_acc(self) -> float | None:
@@ -145,7 +159,18 @@ def check_sizes(config: ExperimentConfig, n_train: int) -> None:
         )
 
 
+def layer_sizes(config: ExperimentConfig, data: Data) -> list[int]:
+    return [data.info["n_features"], *config.hidden, data.info["n_classes"]]
+
+
 def build_network(config: ExperimentConfig, data: Data) -> MultiLayerNet | SimpleConvNet:
+    """The configuration's network, weights drawn right after ``np.random.seed(config.seed)``.
+
+    Raises ``NotEnoughMemory`` (a ``MemoryError``) first when a fully connected
+    network clearly cannot fit.
+    """
+    if config.model != "convnet":
+        check_memory(layer_sizes(config, data), config.dtype, config.batch_size)
     np.random.seed(config.seed)  # right before building, as the course notebook does
     if config.model == "convnet":  # the book's ch07 network, its hidden layer from the config
         return SimpleConvNet(
@@ -174,18 +199,35 @@ class _Recorder:
 
     WRITE_INTERVAL = 5.0  # seconds between rewrites of metrics.json during training
 
-    def __init__(self, metrics: dict, out: Path | None, bar, verbose: bool, prefix: str):
+    def __init__(self, metrics: dict, out: Path | None, bar, verbose: bool, prefix: str,
+                 keep_going: bool = False):
         self.metrics = metrics
         self.out = out
         self.bar = bar
         self.verbose = verbose
         self.prefix = prefix
+        self.keep_going = keep_going
         self.last_eval = -1
         self.last_write = -float("inf")
 
     def on_iteration(self, i: int, loss: float) -> None:
         if self.bar is not None:
             self.bar.update(1)
+        if not math.isfinite(loss) and self.metrics.get("divergence") is None:
+            self._diverged(i, loss)
+
+    def _diverged(self, i: int, loss: float) -> None:
+        """Say once that the loss became non-finite; stop unless told to keep going."""
+        lr = self.metrics["config"]["lr"]
+        message = (f"the loss became {loss} at iteration {i} (lr {lr:g}): training diverged; "
+                   "try a smaller learning rate")
+        message += ("; training goes on (keep_going)" if self.keep_going else
+                    "; stopped there (keep_going=True, or --keep-going, trains on)")
+        self.metrics["divergence"] = {"iteration": i, "loss": str(loss), "message": message}
+        if self.verbose:
+            say(self.prefix + message, file=sys.stderr)
+        if not self.keep_going:
+            raise _Diverged(message)
 
     def on_epoch(self, i: int, history: training.History) -> None:
         losses = history.train_loss[self.last_eval + 1: i + 1]
@@ -255,8 +297,17 @@ def _tqdm():
     return tqdm
 
 
-def say(line: str) -> None:
-    _tqdm().write(line)  # above the progress bar when there is one
+def say(line: str, file=None) -> None:
+    _tqdm().write(line, file=file)  # above the progress bar when there is one
+
+
+class _Diverged(KeyboardInterrupt):
+    """Stops the training loop at a non-finite loss.
+
+    ``training.train`` hands its History over on a ``KeyboardInterrupt`` (as
+    ``exc.history``): stopping through one keeps the record as Ctrl-C does.
+    ``_run`` catches it; it never leaves this module.
+    """
 
 
 def format_epoch(row: dict) -> str:
@@ -281,7 +332,8 @@ def _make_bar(total: int, progress: bool | None, label: str):
 
 
 def _run(config: ExperimentConfig, data: Data, out: Path | None, *, progress: bool | None,
-         verbose: bool, label: str = "", prefix: str = "") -> RunResult:
+         verbose: bool, label: str = "", prefix: str = "", keep_going: bool = False
+         ) -> RunResult:
     """Train ``config`` on already loaded ``data``; write to ``out`` (already prepared)."""
     started = datetime.now().astimezone()
     start_run = time.perf_counter()
@@ -311,15 +363,18 @@ def _run(config: ExperimentConfig, data: Data, out: Path | None, *, progress: bo
         "environment": env,
     }
     bar = _make_bar(iters, progress, label)
-    recorder = _Recorder(metrics, out, bar, verbose, prefix)
-    interrupt = None
+    recorder = _Recorder(metrics, out, bar, verbose, prefix, keep_going)
+    interrupt = diverged = None
     try:
         history = training.train(
             network, x_train, data.t_train, x_test, data.t_test,
             lr=config.lr, batch_size=config.batch_size, iters=iters, grad=config.grad,
             on_epoch=recorder.on_epoch, on_iteration=recorder.on_iteration,
         )
-    except KeyboardInterrupt as exc:
+    except _Diverged as exc:
+        history = getattr(exc, "history", None) or training.History()
+        diverged = exc
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM/SIGHUP through the command line
         history = getattr(exc, "history", None) or training.History()
         interrupt = exc
     finally:
@@ -330,13 +385,15 @@ def _run(config: ExperimentConfig, data: Data, out: Path | None, *, progress: bo
     timings["train_seconds"] = history.seconds
     timings["seconds_per_iteration"] = history.seconds / max(history.iterations, 1)
     if interrupt is None:
-        metrics["status"] = "finished"
+        # a diverged run is evaluated too: the saved model is what training left
+        metrics["status"] = "finished" if diverged is None else "diverged"
         start = time.perf_counter()
         metrics["final"] = _final_evaluation(network, history, metrics, x_train, data.t_train,
                                              x_test, data.t_test)
         timings["final_eval_seconds"] = time.perf_counter() - start
     else:
         metrics["status"] = "interrupted"
+        metrics["stopped_by"] = getattr(interrupt, "signal_name", "SIGINT")
     metrics["iterations_done"] = history.iterations
     timings["finished"] = datetime.now().astimezone().isoformat(timespec="seconds")
     timings["total_seconds"] = data.seconds + time.perf_counter() - start_run
@@ -362,18 +419,45 @@ def _final_evaluation(network, history, metrics, x_train, t_train, x_test, t_tes
             "test_acc": float(network.accuracy(x_test, t_test))}
 
 
+def failed_result(config: ExperimentConfig, label: str, out: Path | None,
+                  error: BaseException) -> RunResult:
+    """The record of a run that could not train (a comparison reports it and goes on)."""
+    reason = str(error).splitlines()[0] if str(error).strip() else type(error).__name__
+    if isinstance(error, MemoryError):
+        reason = f"not enough memory: {reason}"
+        short = getattr(error, "short", "not enough memory")
+    else:
+        short = f"{type(error).__name__}: {reason}"
+        short = short if len(short) <= 60 else short[:57] + "..."
+    env = records.environment()
+    metrics = {"minidl_version": env["minidl"], "status": "failed", "error": reason,
+               "error_short": short,
+               "label": label, "config": config.as_dict(), "epochs": [], "final": None,
+               "iteration_loss": [], "timings": {"train_seconds": 0.0}, "environment": env}
+    if out is not None:
+        records.write_metrics(out, metrics)
+    return RunResult(config, training.History(), None, metrics, out, label, error)
+
+
 def run_experiment(config: ExperimentConfig | dict | None = None, /, *,
                    out: str | os.PathLike | None = None, progress: bool | None = None,
-                   verbose: bool = True, **options) -> RunResult:
+                   verbose: bool = True, keep_going: bool = False, overwrite: bool = False,
+                   **options) -> RunResult:
     """Train one network and return its ``RunResult`` (``.history``, ``.network``, ``.metrics``).
 
     ``config``: an ``ExperimentConfig`` (or a dict of its fields); ``options``
     (``lr=0.01``, ``hidden=(100, 50)``, ...) override it, or give the whole
     configuration. ``out``: a folder to write ``metrics.json``, ``metrics.csv``,
     ``curves.png`` and ``model.npz`` to (created if needed; nothing is written
-    when None). ``progress``: a progress bar (a widget in a notebook, text on
-    stderr elsewhere); None: in a notebook or on a terminal, not under CI or in a
-    pipe (see ``progress_default``). ``verbose``: print a line per epoch.
+    when None); a folder that already holds a run is refused (``FileExistsError``)
+    unless ``overwrite``. ``progress``: a progress bar (a widget in a notebook, text
+    on stderr elsewhere); None: in a notebook or on a terminal, not under CI or in
+    a pipe (see ``progress_default``). ``verbose``: print a line per epoch.
+
+    A loss that becomes NaN or infinite is said once; the run stops there
+    (status 'diverged', ``result.diverged``) unless ``keep_going``. A network
+    that clearly cannot fit in memory raises ``NotEnoughMemory`` (a
+    ``MemoryError`` saying how much it needs) before anything is drawn.
 
     A ``KeyboardInterrupt`` during training writes what was recorded (status
     'interrupted') and is re-raised with ``.result`` and ``.out`` attached.
@@ -384,14 +468,15 @@ def run_experiment(config: ExperimentConfig | dict | None = None, /, *,
         raise exc.with_traceback(None) from None  # the message names the field
     created = []
     if out is not None:
-        out, created = records.prepare_out(out)
+        out, created = records.prepare_out(out, overwrite=overwrite)
     try:
         data = load(config)
         try:
             check_sizes(config, data.info["n_train"])
         except ValueError as exc:
             raise exc.with_traceback(None) from None
-        return _run(config, data, out, progress=progress, verbose=verbose)
+        return _run(config, data, out, progress=progress, verbose=verbose,
+                    keep_going=keep_going)
     except BaseException:
         records.remove_if_empty(created)
         raise
