@@ -11,8 +11,8 @@ import timeit
 
 import numpy as np
 
-from minidl import _core
-from minidl._reference import NumpyOps
+from minidl import _core, _sparse
+from minidl.backend.numpy_ops import NumpyOps
 
 
 def median_us(fn, number: int, repeat: int = 7) -> float:
@@ -65,10 +65,10 @@ def kernel_cases(x_train, t_train):
             d = rng.standard_normal((100, H)).astype(dt)
             dW = np.empty_like(W)
             cases.append((f"sparse affine fwd 100x784@784x{H} {tag}",
-                          lambda W=W, b=b, o=out: _core.sparse_affine_forward(xb, None, W, b, o),
+                          lambda W=W, b=b, o=out: _sparse.sparse_affine_forward(xb, None, W, b, o),
                           lambda W=W, b=b: ref.affine_forward(xb, W, b)))
             cases.append((f"sparse affine dW 784x100@100x{H} {tag}",
-                          lambda d=d, dW=dW: _core.sparse_affine_backward_weights(xb, None, d, dW),
+                          lambda d=d, dW=dW: _sparse.sparse_affine_backward_weights(xb, None, d, dW),
                           lambda W=W, d=d: ref.affine_backward(xb, W, d, need_dx=False)))
     return cases
 
@@ -91,7 +91,7 @@ def gemm_cases():
 
 
 def run(x_train, t_train, out=print):
-    out(f"\nKernels ({_core.SIMD_ISA} build), median of 7 repeats, microseconds per call")
+    out(f"\nKernels ({_sparse.SIMD_ISA} build), median of 7 repeats, microseconds per call")
     out(f"{'kernel':44s} {'minidl':>10s} {'NumPy':>10s} {'ratio':>7s}")
     for name, fast, slow in kernel_cases(x_train, t_train) + gemm_cases():
         tf = median_us(fast, _number(fast))

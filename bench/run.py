@@ -42,7 +42,7 @@ sys.path.insert(0, str(HERE.parent))
 import minidl
 from bench import book_numpy, kernels, torch_loop
 from bench.stats import float32_speedups
-from minidl import _core
+from minidl import _sparse
 from minidl.networks import MultiLayerNet
 
 GROUPS = {
@@ -176,7 +176,7 @@ def machine():
         blas = "BLAS threads unknown (threadpoolctl not installed)"
     return (f"{platform.node() or 'machine'}: {os.cpu_count()} CPUs ({cpu}), "
             f"Python {platform.python_version()}, numpy {np.__version__} ({blas}), "
-            f"minidl kernels {_core.SIMD_ISA}, load average {os.getloadavg()[0]:.2f}")
+            f"minidl kernels {_sparse.SIMD_ISA}, load average {os.getloadavg()[0]:.2f}")
 
 
 def report(group, arch, label, runs, sizes, args, n_train, n_test, gflops):

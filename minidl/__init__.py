@@ -7,15 +7,14 @@ pure-NumPy reference backend for checking them. ``run_experiment`` and
 does from a shell.
 """
 
-from ._backend import get_backend, set_backend
 from ._config import show_config
-from .training import Trainer, train
+from .backend import get_backend, set_backend
+from .training import train
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ExperimentConfig",
-    "Trainer",
     "__version__",
     "compare",
     "get_backend",

@@ -46,16 +46,17 @@ def build_config() -> dict:
     (the OpenMP version the kernels were compiled with, or None for a serial
     build), ``threads`` (``{'whole passes': n, 'layer by layer': n}``, what the
     compiled kernels use; ``MINIDL_NUM_THREADS`` sets both), ``simd`` (the kernels
-    of ``minidl._core.use_simd()`` in use), ``backend`` and ``gemm``.
+    of ``minidl.backend.use_simd()`` in use), ``backend`` and ``gemm``.
     """
-    from . import __version__, _backend, _buildinfo, _core
+    from . import __version__, _buildinfo, backend
+    from .backend.cython_ops import simd_name
 
     openmp = _buildinfo.OPENMP_VERSION
     if openmp:
-        threads = {"whole passes": _backend.STEP_THREADS, "layer by layer": _backend.NUM_THREADS}
+        threads = {"whole passes": backend.STEP_THREADS, "layer by layer": backend.NUM_THREADS}
     else:  # every parallel loop runs on the calling thread, whatever was asked for
         threads = {"whole passes": 1, "layer by layer": 1}
-    ops = _backend.ops()
+    ops = backend.ops()
     return {
         "minidl": __version__,
         "python": platform.python_version(),
@@ -64,7 +65,7 @@ def build_config() -> dict:
         "blas": _blas(),
         "openmp": _openmp_version(openmp) if openmp else None,
         "threads": threads,
-        "simd": _core.SIMD_ISA,  # what use_simd() last selected (reading it changes nothing)
+        "simd": simd_name(),  # what use_simd() last selected (reading it changes nothing)
         "backend": ops.name,
         "gemm": getattr(ops, "gemm_impl", "numpy"),
     }
@@ -89,7 +90,7 @@ def show_config() -> None:
         ("OpenMP", openmp),
         ("threads", (f"{threads['whole passes']} for whole passes, "
                      f"{threads['layer by layer']} layer by layer (MINIDL_NUM_THREADS)")),
-        ("SIMD", f"{c['simd']} (minidl._core.use_simd)"),
+        ("SIMD", f"{c['simd']} (minidl.backend.use_simd)"),
         ("backend", f"{c['backend']}, gemm={c['gemm']} (minidl.set_backend)"),
     ]
     width = max(len(name) for name, _ in rows)

@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 
 from . import _norm
-from ._checks import FLOAT_DTYPES
 from ._norm_numpy import NormNumpyOps
+from .backend.checks import FLOAT_DTYPES
 
 
 def _one_dtype(*arrays):

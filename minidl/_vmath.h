@@ -1,5 +1,5 @@
 /* minidl/_vmath.h: the sigmoid and softmax's exp over arrays, four lanes at a time,
- * for minidl._core.
+ * for minidl's kernel modules.
  *
  * sigmoid(v) = 1 / (1 + e) for v >= 0 and e / (1 + e) for v < 0, with
  * e = exp(-|v|) <= 1: the two-branch form of _core's scalar _sigmoid, so that
@@ -237,5 +237,48 @@ static void minidl_vmath_init(int isa)
     (void)isa;
 #endif
 }
+
+/* Whether sum(x ** 2), in x's dtype, is finite: x holds no NaN and no infinity and
+ * its squares do not overflow. The zero-skipping kernels skip the weight rows of
+ * zero inputs, which is exact only for finite weights (NumPy's 0 * inf is NaN),
+ * and the book's MultiLayerNet adds 0 * sum(W ** 2) to its loss even without
+ * weight decay (NaN once the squares overflow): both hold when this does. Four
+ * independent 16-byte vectors of partial sums keep the loop near the speed of
+ * reading x (about 8 us for a 784 x 50 float64 matrix). */
+#define MDL_DEFINE_FINITE_NORM(SUF, T, LANES)                                           \
+static int minidl_finite_norm_##SUF(const T *x, Py_ssize_t n)                           \
+{                                                                                       \
+    T s = 0;                                                                            \
+    Py_ssize_t i = 0;                                                                   \
+    MDL_FINITE_NORM_VECTORS(T, LANES)                                                   \
+    for (; i < n; i++)                                                                  \
+        s += x[i] * x[i];                                                               \
+    return s - s == 0;                                                                  \
+}
+
+#if defined(__GNUC__)
+#define MDL_FINITE_NORM_VECTORS(T, LANES)                                               \
+    typedef T vt __attribute__((vector_size(16)));                                      \
+    vt a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, v0, v1, v2, v3;                          \
+    int lane;                                                                           \
+    for (; i + 4 * LANES <= n; i += 4 * LANES) {                                        \
+        memcpy(&v0, x + i, 16);                                                         \
+        memcpy(&v1, x + i + LANES, 16);                                                 \
+        memcpy(&v2, x + i + 2 * LANES, 16);                                             \
+        memcpy(&v3, x + i + 3 * LANES, 16);                                             \
+        a0 += v0 * v0;                                                                  \
+        a1 += v1 * v1;                                                                  \
+        a2 += v2 * v2;                                                                  \
+        a3 += v3 * v3;                                                                  \
+    }                                                                                   \
+    a0 += a1 + a2 + a3;                                                                 \
+    for (lane = 0; lane < LANES; lane++)                                                \
+        s += a0[lane];
+#else
+#define MDL_FINITE_NORM_VECTORS(T, LANES)
+#endif
+
+MDL_DEFINE_FINITE_NORM(f64, double, 2)
+MDL_DEFINE_FINITE_NORM(f32, float, 4)
 
 #endif /* MINIDL_VMATH_H */

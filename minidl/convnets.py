@@ -30,9 +30,10 @@ from pathlib import Path
 import numpy as np
 
 from ._atomic import atomic_write
-from ._checks import FLOAT_DTYPES
 from ._model_file import FORMAT_VERSION
 from ._params_file import read_params, write_params
+from ._serial import network_state, serialized
+from .backend.checks import FLOAT_DTYPES
 from .gradient import numerical_gradient as _numerical_gradient
 from .layers import Affine, Convolution, Dropout, Pooling, Relu, SoftmaxWithLoss
 from .util import conv_output_size
@@ -95,12 +96,18 @@ def _deep_geometry(what, input_dim, conv_params):
 
 
 class _ConvNet:
-    """What both networks share: loss, accuracy, gradients and parameter files."""
+    """What both networks share: loss, accuracy, gradients and parameter files. Their
+    methods hold the network's lock (``minidl._serial``): one call at a time."""
 
+    def __getstate__(self):
+        return network_state(self)  # copies and pickles leave out the lock
+
+    @serialized
     def loss(self, x, t):
         y = self.predict(x)
         return self.last_layer.forward(y, t)
 
+    @serialized
     def accuracy(self, x, t, batch_size=100):
         """Fraction of rows of ``x`` whose highest score is the label in ``t``,
         predicted ``batch_size`` rows at a time (all rows, the last partial batch too)."""
@@ -115,6 +122,7 @@ class _ConvNet:
             acc += np.sum(y == tt)
         return acc / x.shape[0]
 
+    @serialized
     def numerical_gradient(self, x, t, method="auto"):
         """Central differences of the loss for every parameter (the book's loop, h = 1e-4).
 
@@ -136,6 +144,7 @@ class _ConvNet:
             grads[key] = _numerical_gradient(loss_w, self.params[key])
         return grads
 
+    @serialized
     def gradient(self, x, t):
         """Gradients of the loss for every parameter, by backpropagation."""
         # forward
@@ -287,6 +296,7 @@ class SimpleConvNet(_ConvNet):
 
         self.last_layer = SoftmaxWithLoss()
 
+    @serialized
     def predict(self, x):
         for layer in self.layers.values():
             x = layer.forward(x)
@@ -371,6 +381,7 @@ class DeepConvNet(_ConvNet):
 
         self.last_layer = SoftmaxWithLoss()
 
+    @serialized
     def predict(self, x, train_flg=False):
         for layer in self.layers:
             if isinstance(layer, Dropout):
@@ -379,6 +390,7 @@ class DeepConvNet(_ConvNet):
                 x = layer.forward(x)
         return x
 
+    @serialized
     def loss(self, x, t):
         y = self.predict(x, train_flg=True)
         return self.last_layer.forward(y, t)

@@ -23,6 +23,7 @@ __all__ = [
     "softmax_loss",
     "step_function",
     "sum_squared_error",
+    "weight_decay_loss",
 ]
 
 
@@ -95,3 +96,24 @@ def softmax_loss(X, t):
     """cross_entropy_error(softmax(X), t): the scores' loss, as the book's."""
     y = softmax(X)
     return cross_entropy_error(y, t)
+
+
+def weight_decay_loss(weights, weight_decay_lambda):
+    """The L2 penalty the book's MultiLayerNet adds to its loss:
+    ``0.5 * lambda * sum(W ** 2)`` summed over the weight matrices, in order."""
+    weight_decay = 0
+    for W in weights:
+        if weight_decay_lambda:
+            weight_decay += 0.5 * weight_decay_lambda * np.sum(W ** 2)
+        else:
+            # 0 * sum(W ** 2) is 0, or NaN once the weights overflow (a diverged
+            # network's loss is NaN in the book): the dot product says which,
+            # without squaring W into a temporary
+            weight_decay += 0.0 * _sum_of_squares(W)
+    return weight_decay
+
+
+def _sum_of_squares(W):
+    flat = W.reshape(-1)
+    with np.errstate(over="ignore", invalid="ignore"):  # (the product is only multiplied by 0)
+        return np.dot(flat, flat)

@@ -1,4 +1,8 @@
-"""Numerical gradients by central differences (the book's ``common/gradient.py``)."""
+"""Numerical gradients by central differences (the book's ``common/gradient.py``).
+
+``gradient_check`` and ``GradientCheckReport`` (``minidl.gradcheck``) are
+importable from here too.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +10,15 @@ from collections.abc import Callable
 
 import numpy as np
 
-from . import _backend
-from ._checks import FLOAT_DTYPES, float_dtype
-from ._reference import NumpyOps
-from .numgrad import GradientCheckReport, H, gradient_check
+from .backend import ops
+from .backend.checks import FLOAT_DTYPES, compute_dtype, float_dtype
+from .backend.numpy_ops import REFERENCE
+from .gradcheck import GradientCheckReport, gradient_check
 
 __all__ = ["GradientCheckReport", "H", "gradient_check", "numerical_gradient",
            "numerical_gradient_2d"]
+
+H = 1e-4  # the book's step
 
 
 def numerical_gradient(f: Callable[[np.ndarray], float], x: np.ndarray) -> np.ndarray:
@@ -27,12 +33,15 @@ def numerical_gradient(f: Callable[[np.ndarray], float], x: np.ndarray) -> np.nd
     """
     if not callable(f):
         raise TypeError(f"numerical_gradient: f must be callable, got {type(f).__name__}")
-    float_dtype("numerical_gradient: x", x)
+    dtype = compute_dtype("numerical_gradient: x", x)
+    if dtype.kind != "f":
+        raise TypeError(f"numerical_gradient: x must have a float dtype to be perturbed by h, "
+                        f"not {x.dtype}")
     if not x.flags.writeable:
         raise ValueError("numerical_gradient: x is read-only; it must be perturbed in place")
-    if x.dtype not in FLOAT_DTYPES:  # non-native byte order: only NumPy's own loop reads it
-        return NumpyOps().numerical_gradient(f, x, H)
-    return _backend.ops().numerical_gradient(f, x, H)
+    if x.dtype not in FLOAT_DTYPES:  # float16, non-native byte order: NumPy's own loop
+        return REFERENCE.numerical_gradient(f, x, H)
+    return ops().numerical_gradient(f, x, H)
 
 
 def _numerical_gradient_1d(f: Callable[[np.ndarray], float], x: np.ndarray) -> np.ndarray:

@@ -2,7 +2,10 @@
 
 Each layer keeps what its backward pass needs from the forward pass. The
 arithmetic runs on the selected backend (``minidl.set_backend``): compiled
-kernels by default, or the NumPy reference.
+kernels by default, or the NumPy reference. Dtypes follow NumPy's promotion, as
+in the book: uint8 images with float64 weights compute in float64; dtypes the
+kernels do not take (float16 alone, integers) are computed by the NumPy
+reference, as the book's NumPy code computes them.
 """
 
 from __future__ import annotations
@@ -11,8 +14,19 @@ import math
 
 import numpy as np
 
-from . import _backend
-from ._checks import as_array, batch_size_of, float_array, float_dtype, labels_as_indices
+from .backend import ops
+from .backend.checks import (
+    as_array,
+    batch_size_of,
+    compute_dtype,
+    float_array,
+    float_dtype,
+    labels_as_indices,
+    native,
+    numeric_array,
+    one_hot_rows,
+    ops_for,
+)
 from .functions import cross_entropy_error, relu, sigmoid, softmax
 from .util import conv_geometry, window_dtype
 
@@ -74,14 +88,12 @@ class Relu:
         return None if self.out is None else self.out <= 0
 
     def forward(self, x):
-        x = float_array("Relu.forward", x)
-        self.out = _backend.ops().relu_forward(x)
+        x = native(numeric_array("Relu.forward", x))
+        self.out = ops_for(x.dtype).relu_forward(x)
         return self.out
 
     def backward(self, dout):
-        return _activation_backward(
-            "Relu.backward", _backend.ops().relu_backward, dout, self.out
-        )
+        return _activation_backward("Relu.backward", "relu_backward", dout, self.out)
 
 
 class Sigmoid:
@@ -89,14 +101,12 @@ class Sigmoid:
         self.out = None
 
     def forward(self, x):
-        x = float_array("Sigmoid.forward", x)
-        self.out = _backend.ops().sigmoid_forward(x)
+        x = native(numeric_array("Sigmoid.forward", x))
+        self.out = ops_for(x.dtype).sigmoid_forward(x)
         return self.out
 
     def backward(self, dout):
-        return _activation_backward(
-            "Sigmoid.backward", _backend.ops().sigmoid_backward, dout, self.out
-        )
+        return _activation_backward("Sigmoid.backward", "sigmoid_backward", dout, self.out)
 
 
 class Affine:
@@ -114,7 +124,6 @@ class Affine:
 
         self.x = None
         self.original_x_shape = None
-        self._dtype = None  # the dtype forward computed in (NumPy's promotion of x, W, b)
         self._state = {}  # what the backend keeps from forward for backward
         # gradients of the weight and bias parameters
         self.dW = None
@@ -123,7 +132,7 @@ class Affine:
     def forward(self, x):
         W, b = self.W, self.b
         x = as_array("Affine.forward", x)
-        dtype = float_dtype("Affine.forward (x, W, b)", x, W, b)
+        dtype = compute_dtype("Affine.forward (x, W, b)", x, W, b)
         if W.ndim != 2 or b.shape != (W.shape[1],):
             raise ValueError(
                 f"Affine: W must be 2-D and b of shape (W.shape[1],); got W {W.shape}, b {b.shape}"
@@ -137,28 +146,45 @@ class Affine:
             )
         # the tensor case: (N, C, H, W) -> (N, C*H*W)
         self.original_x_shape = x.shape
-        # x is kept as given (float32 images stay float32): the kernels promote as they read
-        self.x = x.reshape(n, width)
-        self._dtype = dtype
-        return _backend.ops().affine_forward(
+        # float32 images are kept as given (the kernels promote as they read); other
+        # dtypes (uint8, float16, ...) are converted as NumPy's promotion does
+        self.x = native(x).reshape(n, width)
+        if self.x.dtype not in (np.float32, dtype):
+            self.x = self.x.astype(dtype)
+        return ops_for(dtype).affine_forward(
             self.x, W.astype(dtype, copy=False), b.astype(dtype, copy=False), self._state
         )
 
     def backward(self, dout, need_dx=True):
-        """Gradients for ``dout`` (N, M); ``need_dx=False`` skips ``dx`` (returns None)."""
+        """Gradients for ``dout`` (N, M); ``need_dx=False`` skips ``dx`` (returns None).
+
+        ``W`` is read as it is now (a student may have replaced it since forward):
+        it must still fit the input forward saw and ``dout``.
+        """
         if self.x is None:
             raise ValueError("Affine.backward called before forward")
-        dout = float_array("Affine.backward", dout)
-        expected = (self.x.shape[0], self.W.shape[1])
+        W = self.W
+        dout = numeric_array("Affine.backward", dout)
+        n, width = self.x.shape
+        if not isinstance(W, np.ndarray) or W.ndim != 2 or W.shape[0] != width:
+            raise ValueError(
+                f"Affine.backward: W has shape {getattr(W, 'shape', None)}, but the input "
+                f"forward saw has {width} features per sample (W was replaced since forward?)"
+            )
+        expected = (n, W.shape[1])
         if dout.shape != expected:
             raise ValueError(f"Affine.backward: dout must have shape {expected}, got {dout.shape}")
-        dtype = self._dtype
-        dx, self.dW, self.db = _backend.ops().affine_backward(
-            self.x, self.W.astype(dtype, copy=False), dout.astype(dtype, copy=False), need_dx,
-            self._state,
+        dtype = compute_dtype("Affine.backward (x, W, dout)", self.x, W, dout)
+        dx, self.dW, self.db = ops_for(dtype).affine_backward(
+            self.x, W.astype(dtype, copy=False), native(dout).astype(dtype, copy=False),
+            need_dx, self._state,
         )
+        # NumPy's dtypes for the book's dot(dout, W.T), dot(x.T, dout) and sum(dout)
+        self.dW = self.dW.astype(np.result_type(self.x, dout), copy=False)
+        self.db = self.db.astype(np.result_type(dout), copy=False)
         if dx is None:
             return None
+        dx = dx.astype(np.result_type(dout, W), copy=False)
         return dx.reshape(*self.original_x_shape)  # back to the input's shape (tensor case)
 
 
@@ -176,23 +202,22 @@ class SoftmaxWithLoss:
         self.one_hot = False
 
     def forward(self, x, t):
-        x = float_array("SoftmaxWithLoss.forward", x)
+        x = native(numeric_array("SoftmaxWithLoss.forward", x))
         if x.ndim == 1:  # a single sample, as the book's functions allow
             x = x.reshape(1, -1)
         if x.ndim != 2:
             raise ValueError(f"SoftmaxWithLoss.forward: scores must be (N, C), got {x.shape}")
-        n, n_classes = batch_size_of("SoftmaxWithLoss.forward", x), x.shape[1]
+        n = batch_size_of("SoftmaxWithLoss.forward", x)
         t = np.asarray(t)
-        self.one_hot = t.size == x.size and n_classes > 1
+        rows = one_hot_rows(t, x.shape)
+        self.one_hot = rows is not None
         if self.one_hot:
-            if t.dtype.kind not in "biuf":
-                raise TypeError(f"SoftmaxWithLoss.forward: one-hot labels of dtype {t.dtype}")
-            t = t.reshape(x.shape)
+            t = rows
             self.labels = t.argmax(axis=1).astype(np.int64)
         else:
-            self.labels = labels_as_indices(_label_vector(t, n), n, n_classes)
+            self.labels = labels_as_indices(_label_vector(t, n), n, x.shape[1])
         self.t = t
-        self.loss, self.y = _backend.ops().softmax_cross_entropy_forward(x, self.labels)
+        self.loss, self.y = ops_for(x.dtype).softmax_cross_entropy_forward(x, self.labels)
         return self.loss
 
     def backward(self, dout=1):
@@ -201,7 +226,7 @@ class SoftmaxWithLoss:
         if self.one_hot:  # the book's formula, which also serves soft labels
             dx = (self.y - self.t) / self.y.shape[0]
             return dx if dout == 1 else dx * dout
-        return _backend.ops().softmax_cross_entropy_backward(self.y, self.labels, dout)
+        return ops_for(self.y.dtype).softmax_cross_entropy_backward(self.y, self.labels, dout)
 
 
 class Convolution:
@@ -250,7 +275,7 @@ class Convolution:
         self.x = x
         self._geometry = (stride, pad, out_h, out_w)
         self._dtype = dtype
-        return _backend.ops().conv_forward(
+        return ops().conv_forward(
             x.astype(dtype, copy=False), W.astype(dtype, copy=False),
             b.astype(dtype, copy=False), stride, pad, out_h, out_w, self._state)
 
@@ -265,7 +290,7 @@ class Convolution:
             raise ValueError(f"Convolution.backward: dout must have shape {expected}, "
                              f"got {dout.shape}")
         dtype = self._dtype
-        dx, self.dW, self.db = _backend.ops().conv_backward(
+        dx, self.dW, self.db = ops().conv_backward(
             dout.astype(dtype, copy=False), self.W.astype(dtype, copy=False),
             stride, pad, out_h, out_w, need_dx, self._state)
         return dx
@@ -301,7 +326,7 @@ class Pooling:
         _, pool_h, pool_w, stride, pad, out_h, out_w = conv_geometry(
             "Pooling.forward", x.shape, self.pool_h, self.pool_w, self.stride, self.pad)
 
-        out, self.arg_max = _backend.ops().pool_forward(x, pool_h, pool_w, stride, pad,
+        out, self.arg_max = ops().pool_forward(x, pool_h, pool_w, stride, pad,
                                                         out_h, out_w)
         self.x = x
         self._geometry = (pool_h, pool_w, stride, pad, out_h, out_w)
@@ -320,7 +345,7 @@ class Pooling:
         if arg_max.shape != (N * out_h * out_w * C,) or arg_max.dtype.kind not in "iu":
             raise ValueError(f"Pooling.backward: arg_max must hold {N * out_h * out_w * C} "
                              f"window indices, got {arg_max.dtype} of shape {arg_max.shape}")
-        return _backend.ops().pool_backward(dout, arg_max, self.x.shape, pool_h, pool_w,
+        return ops().pool_backward(dout, arg_max, self.x.shape, pool_h, pool_w,
                                             stride, pad, out_h, out_w)
 
 
@@ -421,7 +446,7 @@ class BatchNormalization:
         if train_flg:
             # mu = mean(x), xc = x - mu, var = mean(xc**2), std = sqrt(var + 10e-7),
             # xn = xc / std, out = gamma * xn + beta (minidl._norm_numpy has the book's lines)
-            out, mu, var, xc, xn, std = _backend.ops().batchnorm_forward_train(
+            out, mu, var, xc, xn, std = ops().batchnorm_forward_train(
                 x, self.gamma, self.beta)
 
             self.batch_size = x.shape[0]
@@ -432,7 +457,7 @@ class BatchNormalization:
             self.running_var = self.momentum * self.running_var + (1 - self.momentum) * var
         else:
             # out = gamma * (x - running_mean) / sqrt(running_var + 10e-7) + beta
-            out = _backend.ops().batchnorm_forward_test(x, self.gamma, self.beta,
+            out = ops().batchnorm_forward_test(x, self.gamma, self.beta,
                                                         self.running_mean, self.running_var)
         return out
 
@@ -457,7 +482,7 @@ class BatchNormalization:
         # dbeta = sum(dout), dgamma = sum(xn * dout), dxn = gamma * dout, dxc = dxn / std,
         # dstd = -sum(dxn * xc / std**2), dvar = 0.5 * dstd / std, dxc += 2/N * xc * dvar,
         # dx = dxc - sum(dxc) / N (sums over the batch; minidl._norm_numpy has the book's lines)
-        dx, dgamma, dbeta = _backend.ops().batchnorm_backward(dout, self.gamma, self.xc,
+        dx, dgamma, dbeta = ops().batchnorm_backward(dout, self.gamma, self.xc,
                                                               self.xn, self.std)
         self.dgamma = dgamma
         self.dbeta = dbeta
@@ -512,12 +537,13 @@ def _label_vector(t: np.ndarray, n: int) -> np.ndarray:
     return t
 
 
-def _activation_backward(what: str, kernel, dout, out):
-    """Check ``dout`` against the forward output ``out`` and run ``kernel``."""
+def _activation_backward(what: str, kernel: str, dout, out):
+    """Check ``dout`` against the forward output ``out`` and run the backend's ``kernel``."""
     if out is None:
         raise ValueError(f"{what} called before forward")
-    dout = float_array(what, dout)
+    dout = numeric_array(what, dout)
     if dout.shape != out.shape:
         raise ValueError(f"{what}: dout must have shape {out.shape}, got {dout.shape}")
-    dtype = float_dtype(what, dout, out)
-    return kernel(dout.astype(dtype, copy=False), out.astype(dtype, copy=False))
+    dtype = compute_dtype(what, dout, out)
+    backward = getattr(ops_for(dtype), kernel)
+    return backward(native(dout).astype(dtype, copy=False), out.astype(dtype, copy=False))

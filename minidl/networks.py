@@ -15,13 +15,15 @@ from pathlib import Path
 import numpy as np
 
 from ._atomic import atomic_write
-from ._checks import FLOAT_DTYPES
-from ._fast_gradient import compiled_accuracy, compiled_gradient, compiled_loss
 from ._model_file import FORMAT_VERSION, ModelFile
+from ._serial import lock_of, network_state, serialized
+from .backend import ops
+from .backend.checks import FLOAT_DTYPES, as_array, batch_size_of
 from .convnets import CONVNETS, DeepConvNet, SimpleConvNet, build_convnet, convnet_param_shapes
+from .functions import weight_decay_loss
+from .gradcheck import fast_numerical_gradient
 from .gradient import numerical_gradient
 from .layers import Affine, BatchNormalization, Dropout, Relu, Sigmoid, SoftmaxWithLoss
-from .numgrad import numerical_gradient_of, use_fast_path
 
 __all__ = ["DeepConvNet", "MultiLayerNet", "MultiLayerNetExtend", "SimpleConvNet",
            "ThreeLayerNet", "TwoLayerNet", "load_network"]
@@ -31,7 +33,14 @@ EVAL_CHUNK = 8192  # rows per forward pass in accuracy()
 
 
 class _LayerNet:
-    """What the three networks share: build, predict, loss, gradients, save."""
+    """What the three networks share: build, predict, loss, gradients, save.
+
+    Each method asks ``ops().fused(self)`` first: minidl's compiled passes, which
+    ``minidl.engine`` lets stand in for the code below only when they compute what
+    it computes (see ``minidl.engine.rule``); otherwise the code below runs. A
+    network's methods hold its lock, so that two threads using one network get,
+    call by call, what serial calls give.
+    """
 
     def __init__(self, sizes, activation="relu", weight_init_std=0.01,
                  weight_decay_lambda=0.0, dtype=np.float64):
@@ -90,11 +99,13 @@ class _LayerNet:
             parts.append(f"weight decay {self.weight_decay_lambda:g}")
         return f"{type(self).__name__}({', '.join(parts)})"
 
+    @property
+    def _lock(self):
+        """The lock a call on this network holds (``minidl._serial``)."""
+        return lock_of(self)
+
     def __getstate__(self):
-        # copies and pickles leave out the compiled pass's buffers (rebuilt on use)
-        state = self.__dict__.copy()
-        state.pop("_compiled_plan", None)
-        return state
+        return network_state(self)  # copies and pickles leave out the lock
 
     @property
     def last_layer(self):  # MultiLayerNet's name for it in the book
@@ -108,68 +119,69 @@ class _LayerNet:
     def n_affine(self):
         return len(self.sizes) - 1
 
+    @serialized
     def predict(self, x):
         for layer in self.layers.values():
             x = layer.forward(x)
         return x
 
     # x: input data, t: labels
+    @serialized
     def loss(self, x, t):
-        if not self.weight_decay_lambda:  # one compiled forward pass when it can
-            loss = compiled_loss(self, x, t)
-            if loss is not None:
-                return loss
+        fused = ops().fused(self)  # one compiled forward pass, when it may
+        loss = fused.loss(x, t) if fused is not None else None
+        if loss is not None:
+            return loss
         y = self.predict(x)
-        loss = self.lastLayer.forward(y, t)
-        if self.weight_decay_lambda:
-            return loss + self._weight_decay()
-        return loss
+        return self.lastLayer.forward(y, t) + self._weight_decay()
+
+    # whether the book's loss for this network adds the L2 penalty (MultiLayerNet's
+    # does, even at lambda 0: 0 * sum(W ** 2); the two- and three-layer nets' do not)
+    loss_has_weight_decay = False
 
     def _weight_decay(self):
         """The book's L2 penalty, 0.5 * lambda * sum(W ** 2) over the weights, in its order."""
-        weight_decay = 0
-        for i in range(1, self.n_affine + 1):
-            W = self.params[f"W{i}"]
-            if self.weight_decay_lambda:
-                weight_decay += 0.5 * self.weight_decay_lambda * np.sum(W ** 2)
-            else:
-                # 0 * sum(W ** 2) is 0, or NaN once the weights overflow (a diverged
-                # network's loss is NaN in the book): the dot product says which,
-                # without squaring W into a temporary
-                weight_decay += 0.0 * _sum_of_squares(W)
-        return weight_decay
+        if not self.loss_has_weight_decay:
+            return 0
+        weights = [self.params[f"W{i}"] for i in range(1, self.n_affine + 1)]
+        return weight_decay_loss(weights, self.weight_decay_lambda)
 
+    @serialized
     def accuracy(self, x, t):
         """Fraction of rows of ``x`` whose highest score is the label in ``t``.
 
         Evaluated in chunks of ``EVAL_CHUNK`` rows, so that a whole dataset never
-        needs its activations (or a float64 copy of its images) at once; plain
-        stacks on sparse inputs count in compiled chunks (``minidl._fast_gradient``).
+        needs its activations (or a float64 copy of its images) at once.
         """
-        accuracy = compiled_accuracy(self, x, t)  # plain stacks on sparse inputs
+        x = as_array("accuracy: x", x)
+        batch_size_of("accuracy: x", x)
+        fused = ops().fused(self)  # counted in compiled chunks, when it may
+        accuracy = fused.accuracy(x, t) if fused is not None else None
         if accuracy is not None:
             return accuracy
+        t = np.asarray(t)
         if t.ndim != 1:
             t = np.argmax(t, axis=1)
         correct = 0
         for start in range(0, x.shape[0], EVAL_CHUNK):
             y = self.predict(x[start:start + EVAL_CHUNK])
             correct += int(np.sum(np.argmax(y, axis=1) == t[start:start + EVAL_CHUNK]))
-        accuracy = correct / float(x.shape[0])
-        return accuracy
+        return correct / float(x.shape[0])
 
     # x: input data, t: labels
+    @serialized
     def numerical_gradient(self, x, t, method="auto"):
         """Central differences of the loss for every parameter, h = 1e-4.
 
         ``method='generic'`` runs the book's loop below (2 full losses per
         entry); 'auto' (default) computes the same numbers from one cached
-        forward pass with ``minidl.numgrad`` when the network is a standard
-        stack, else the loop; 'fast' insists on ``minidl.numgrad`` (which
+        forward pass (``minidl.engine.netgrad``) when the network is a standard
+        stack, else the loop; 'fast' insists on the cached pass (which
         evaluates float32 networks' losses in float64: see its docstring).
         """
-        if use_fast_path(self, method):
-            return numerical_gradient_of(self, x, t)
+        grads = fast_numerical_gradient(self, x, t, method)
+        if grads is not None:
+            return grads
         loss_W = lambda W: self.loss(x, t)
 
         grads = {}
@@ -177,14 +189,16 @@ class _LayerNet:
             grads[key] = numerical_gradient(loss_W, self.params[key])
         return grads
 
+    @serialized
     def gradient(self, x, t):
         """Gradients of the loss for every parameter, by backpropagation.
 
         A plain stack on a sparse batch runs in one compiled call that leaves the
-        layers as the code below does (``minidl._fast_gradient``); the rest runs
-        the book's code.
+        layers as the code below does (``minidl.engine``); the rest runs the
+        book's code.
         """
-        grads = compiled_gradient(self, x, t)
+        fused = ops().fused(self)
+        grads = fused.gradient(x, t) if fused is not None else None
         if grads is not None:
             return grads
 
@@ -199,13 +213,16 @@ class _LayerNet:
         layers.reverse()
         for layer in layers[:-1]:
             dout = layer.backward(dout)
-        layers[-1].backward(dout, need_dx=False)  # nobody uses the input's gradient
+        if type(layers[-1]) is Affine:
+            layers[-1].backward(dout, need_dx=False)  # nobody uses the input's gradient
+        else:
+            layers[-1].backward(dout)
 
         grads = {}
         for i in range(1, self.n_affine + 1):
             affine = self.layers[f"Affine{i}"]
             grads[f"W{i}"] = affine.dW
-            if self.weight_decay_lambda:
+            if self.loss_has_weight_decay and self.weight_decay_lambda:
                 grads[f"W{i}"] = affine.dW + self.weight_decay_lambda * affine.W
             grads[f"b{i}"] = affine.db
         return grads
@@ -240,12 +257,6 @@ class _LayerNet:
         return load_network(path)
 
 
-def _sum_of_squares(W):
-    flat = W.reshape(-1)
-    with np.errstate(over="ignore", invalid="ignore"):  # (the product is only multiplied by 0)
-        return np.dot(flat, flat)
-
-
 def _check_weight_decay(weight_decay_lambda):
     if isinstance(weight_decay_lambda, (bool, np.bool_)) or not isinstance(
             weight_decay_lambda, (int, float, np.integer, np.floating)):
@@ -253,6 +264,11 @@ def _check_weight_decay(weight_decay_lambda):
     if not 0 <= weight_decay_lambda < np.inf:  # (NaN fails too)
         raise ValueError(f"weight_decay_lambda must be a finite number >= 0, "
                          f"got {weight_decay_lambda}")
+
+
+# what the one rule (minidl.engine.rule) checks a network has not overridden
+_LayerNet._BOOK_METHODS = {name: getattr(_LayerNet, name) for name in
+                           ("predict", "loss", "gradient", "accuracy", "numerical_gradient")}
 
 
 def _init_scale(weight_init_std, fan_in):
@@ -297,6 +313,8 @@ class MultiLayerNet(_LayerNet):
     Layers: ``Affine1``, ``Activation_function1``, ..., then ``last_layer``.
     """
 
+    loss_has_weight_decay = True
+
     def __init__(self, input_size, hidden_size_list, output_size, activation="relu",
                  weight_init_std="relu", weight_decay_lambda=0, dtype=np.float64):
         if isinstance(hidden_size_list, int):
@@ -332,6 +350,8 @@ class MultiLayerNetExtend(_LayerNet):
     This network always runs the layer-by-layer code: minidl's compiled
     whole-network shortcuts do not serve it.
     """
+
+    loss_has_weight_decay = True
 
     def __init__(self, input_size, hidden_size_list, output_size, activation="relu",
                  weight_init_std="relu", weight_decay_lambda=0, use_dropout=False,
@@ -370,6 +390,7 @@ class MultiLayerNetExtend(_LayerNet):
 
         self.lastLayer = SoftmaxWithLoss()
 
+    @serialized
     def predict(self, x, train_flg=False):
         for key, layer in self.layers.items():
             if "Dropout" in key or "BatchNorm" in key:
@@ -379,11 +400,13 @@ class MultiLayerNetExtend(_LayerNet):
 
         return x
 
+    @serialized
     def loss(self, x, t, train_flg=False):
         """Cross-entropy of ``predict(x, train_flg)`` against ``t``, plus the weight decay."""
         y = self.predict(x, train_flg)
         return self.lastLayer.forward(y, t) + self._weight_decay()
 
+    @serialized
     def accuracy(self, x, t):
         """Fraction of rows whose highest score (in test mode) is the label; in chunks
         of ``EVAL_CHUNK`` rows, which in test mode are independent of each other."""
@@ -395,6 +418,7 @@ class MultiLayerNetExtend(_LayerNet):
             correct += int(np.sum(np.argmax(y, axis=1) == t[start:start + EVAL_CHUNK]))
         return correct / float(x.shape[0])
 
+    @serialized
     def numerical_gradient(self, x, t, method="generic"):
         """The book's loop: central differences of ``loss(x, t, train_flg=True)``, h = 1e-4.
 
@@ -412,6 +436,7 @@ class MultiLayerNetExtend(_LayerNet):
                 grads[key] = numerical_gradient(loss_W, self.params[key])
         return grads
 
+    @serialized
     def gradient(self, x, t):
         """Gradients of ``loss(x, t, train_flg=True)`` by backpropagation (the book's order)."""
         # forward

@@ -42,7 +42,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from . import _backend
+from . import backend as _backend
 
 __all__ = [
     "OPTIMIZERS",

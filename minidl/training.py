@@ -1,17 +1,18 @@
-"""The seed's training loop: mini-batch SGD with a per-epoch evaluation.
+"""The course's training loop: mini-batch steps with a per-epoch evaluation.
 
 ``train`` runs exactly what the assignment's notebook runs (random batches
 drawn with ``np.random.choice`` from NumPy's global generator, ``gradient``,
-the in-place SGD update, the batch loss, and train/test accuracy once per
-epoch) and returns the curves as a ``History``.
+the in-place update, the batch loss, and train/test accuracy once per epoch)
+and returns the curves as a ``History``.
 
-By default (``fast=True``) the steps run on a ``Trainer``: the same arithmetic
-on the same batches, but with the dataset's nonzero lists computed once and
-each whole step (forward, backward, every update, the loss after it) in one
-compiled call (``_core.SGDStep``) on the batch's rows of those lists, every
-weight gradient fused with its SGD update, and evaluation counted in compiled
-chunks. Networks or data it does not cover (weight decay, soft labels,
-numerical gradients, user-defined networks) run the plain loop.
+By default (``fast=True``) the steps run on the engine's ``StepRunner``
+(``minidl.engine.runner``) when the one rule lets it stand in for the loop: the
+same arithmetic on the same batches, but with the dataset's nonzero lists
+computed once and each whole step (forward, backward, the update, the loss
+after it) in one compiled call, and evaluation counted in compiled chunks.
+Networks or data it does not take (soft labels, numerical gradients, a
+student's own layers or networks, non-finite weights) run the plain loop, as
+does every step after a callback changes the network.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import _backend, _core
+from .backend import ops
 
-__all__ = ["History", "Trainer", "train"]
+__all__ = ["History", "train"]
 
 GRAD_METHODS = ("backprop", "numerical")
 
@@ -73,6 +74,7 @@ def train(
     t_test: np.ndarray | None = None,
     *,
     lr: float = 0.1,
+    optimizer=None,
     batch_size: int = 100,
     iters: int = 10000,
     grad: str = "backprop",
@@ -80,17 +82,20 @@ def train(
     on_iteration: Callable[[int, float], None] | None = None,
     fast: bool = True,
 ) -> History:
-    """Train ``network`` in place with SGD; evaluate once per epoch.
+    """Train ``network`` in place; evaluate once per epoch.
 
-    An epoch is ``max(len(x_train) / batch_size, 1)`` iterations, evaluated at
-    iterations 0, epoch, 2*epoch, ... as the seed's loop does. ``on_epoch(i,
-    history)`` is called after each evaluation, ``on_iteration(i, loss)``
-    after each step. Interrupting (Ctrl-C) leaves ``history`` as far as it got:
-    the exception carries it as ``exc.history``.
+    The update is the course's SGD ``params[key] -= lr * grad[key]``, or
+    ``optimizer.update(params, grads)`` for an ``optimizer`` object (the book's
+    ``update`` interface; ``lr`` is then the optimizer's own). An epoch is
+    ``max(len(x_train) / batch_size, 1)`` iterations, evaluated at iterations 0,
+    epoch, 2*epoch, ... as the course's loop does. ``on_epoch(i, history)`` is
+    called after each evaluation, ``on_iteration(i, loss)`` after each step.
+    Interrupting (Ctrl-C) leaves ``history`` as far as it got: the exception
+    carries it as ``exc.history``.
 
-    ``fast=True`` runs the steps on a ``Trainer`` when it covers the network and
-    data (see ``Trainer.unsupported``); the results agree with the plain loop
-    (``fast=False``) up to rounding, on the same random batches.
+    ``fast=True`` runs the steps on the engine's compiled runner when the one
+    rule lets it; the results agree with the plain loop (``fast=False``) up to
+    rounding, on the same random batches.
     """
     if grad not in GRAD_METHODS:
         raise ValueError(f"grad must be one of {GRAD_METHODS}, got {grad!r}")
@@ -101,34 +106,55 @@ def train(
         )
     if batch_size < 1 or iters < 0:
         raise ValueError(f"batch_size must be >= 1 and iters >= 0, got {batch_size} and {iters}")
-    if lr <= 0 or not np.isfinite(lr):
+    if optimizer is None and not (lr > 0 and np.isfinite(lr)):
         raise ValueError(f"lr must be a positive number, got {lr}")
+    if optimizer is not None and not callable(getattr(optimizer, "update", None)):
+        raise TypeError(f"optimizer must have an update(params, grads) method, "
+                        f"got {type(optimizer).__name__}")
     compute_grad = network.gradient if grad == "backprop" else network.numerical_gradient
     iter_per_epoch = max(train_size / batch_size, 1)
-    trainer = None
-    if fast and grad == "backprop" and Trainer.unsupported(network, x_train, t_train) is None:
-        trainer = Trainer(network, x_train, t_train, lr=lr)
-        if x_test is not None and Trainer.unsupported(network, x_test, t_test) is None:
-            trainer.add_eval_set("test", x_test, t_test)
+    runner = None
+    if fast and grad == "backprop":
+        runner, _ = ops().step_runner(network, x_train, t_train, optimizer, lr)
+        if runner is not None and x_test is not None:
+            try:
+                runner.add_eval_set("test", x_test, t_test)
+            except ValueError:  # test data the runner does not take: network.accuracy
+                pass
     batches = _BatchDrawer(train_size, batch_size, iters, iter_per_epoch,
-                           ahead=trainer is not None and on_iteration is None)
+                           ahead=runner is not None and on_iteration is None)
+
+    def accuracy(name, x, t):
+        if runner is not None and name in runner.eval_sets:
+            return runner.accuracy(name)
+        return float(network.accuracy(x, t))
 
     history = History()
     start = time.perf_counter()
     try:
         for i in range(iters):
+            if runner is not None and not runner.still_holds():
+                # a callback changed the network: the plain loop from here on
+                runner, batches.ahead = None, False
             batch_mask = batches.draw(i)
-            if trainer is not None:
-                loss = trainer.step(batch_mask)
-            else:
+            loss = runner.step(batch_mask) if runner is not None else None
+            if loss is None:  # the plain loop: a network or numbers the runner does not take
+                runner, batches.ahead = None, False
                 x_batch = x_train[batch_mask]
                 t_batch = t_train[batch_mask]
 
                 grads = compute_grad(x_batch, t_batch)
-                for key in network.params:
-                    network.params[key] -= lr * grads[key]
+                if optimizer is None:
+                    for key in network.params:
+                        network.params[key] -= lr * grads[key]
+                else:
+                    optimizer.update(network.params, grads)
 
                 loss = network.loss(x_batch, t_batch)
+            elif not np.isfinite(loss) and not runner.params_finite():
+                # NumPy's arithmetic from the next step on (a finite loss before and after
+                # the update means finite gradients: the parameters stayed finite)
+                runner, batches.ahead = None, False
             history.train_loss.append(float(loss))
             history.iterations = i + 1
             if on_iteration is not None:
@@ -136,15 +162,9 @@ def train(
 
             if i % iter_per_epoch == 0:
                 history.epochs.append(i)
-                if trainer is not None:
-                    history.train_acc.append(trainer.accuracy("train"))
-                else:
-                    history.train_acc.append(float(network.accuracy(x_train, t_train)))
+                history.train_acc.append(accuracy("train", x_train, t_train))
                 if x_test is not None:
-                    if trainer is not None and "test" in trainer.eval_sets:
-                        history.test_acc.append(trainer.accuracy("test"))
-                    else:
-                        history.test_acc.append(float(network.accuracy(x_test, t_test)))
+                    history.test_acc.append(accuracy("test", x_test, t_test))
                 history.epoch_seconds.append(time.perf_counter() - start)
                 if on_epoch is not None:
                     on_epoch(i, history)
@@ -172,6 +192,8 @@ class _BatchDrawer:
         self.block, self.first = None, 0
 
     def draw(self, i: int) -> np.ndarray:
+        if self.block is not None and 0 <= i - self.first < len(self.block):
+            return self.block[i - self.first]  # (drawn already, even if ahead is now off)
         if not self.ahead:
             return np.random.choice(self.train_size, self.batch_size)
         if self.block is None or i - self.first >= len(self.block):
@@ -181,221 +203,3 @@ class _BatchDrawer:
             self.block = np.random.choice(self.train_size, (end - i + 1, self.batch_size))
             self.first = i
         return self.block[i - self.first]
-
-
-class Trainer:
-    """Whole SGD steps on a book network, with the least overhead minidl can give.
-
-    A step is exactly the seed's: forward and backward on the batch, the update
-    ``W -= lr * dW`` of every parameter, and the batch loss after the update;
-    the arithmetic is the layers' (ReLU or sigmoid, softmax with cross-entropy,
-    NumPy's dtype promotion) and agrees with ``network.gradient`` up to rounding.
-    What differs is the plumbing: the nonzero lists of the dataset's rows are
-    computed once, and each step is one compiled call (``_core.SGDStep``) that
-    gathers the batch's lists, runs every layer through the zero-skipping
-    kernels into preallocated buffers, and fuses each weight gradient with its
-    update; evaluation counts correct rows in compiled chunks over the same
-    lists. Dense inputs (CIFAR-10, say) take a Python step with NumPy's BLAS for
-    the first layer instead.
-
-    The network's ``params`` arrays are updated in place, as the plain loop does.
-    """
-
-    EVAL_CHUNK = 8192
-    LIST_MAX_DENSITY = 0.3  # keep a dataset's nonzero lists when at most this dense
-
-    def __init__(self, network, x_train, t_train, *, lr: float = 0.1,
-                 num_threads: int | None = None):
-        reason = self.unsupported(network, x_train, t_train)
-        if reason is not None:
-            raise ValueError(f"Trainer: {reason}")
-        self.network = network
-        self.lr = float(lr)
-        self.num_threads = num_threads or _backend.STEP_THREADS
-        self.dtype = network.dtype
-        self.n_affine = network.n_affine
-        self.sigmoid = network.activation == "sigmoid"
-        self.W = [network.params[f"W{i}"] for i in range(1, self.n_affine + 1)]
-        self.b = [network.params[f"b{i}"] for i in range(1, self.n_affine + 1)]
-        self.eval_sets = {}
-        self.x, self.labels, self.lists = self._prepare(x_train, t_train)
-        # dense inputs (CIFAR-10, say): BLAS on a gathered copy beats skipping zeros
-        self.dense_input = (self.lists is None and _core.nonzero_fraction(self.x, 64)
-                            > _backend.SPARSE_MAX_DENSITY)
-        self.eval_sets["train"] = (self.x, self.labels, self.lists)
-        self._buffers = {}
-        self._sgd = None  # the compiled whole step (_core.SGDStep), made for the batch size
-
-    # -- what it covers ------------------------------------------------------------
-    @staticmethod
-    def unsupported(network, x, t) -> str | None:
-        """Why a Trainer cannot run this network on this data, or None if it can."""
-        from .networks import _LayerNet  # late: networks imports layers, not training
-
-        if not isinstance(network, _LayerNet):
-            return "only minidl's TwoLayerNet, ThreeLayerNet and MultiLayerNet"
-        if type(network).gradient is not _LayerNet.gradient:
-            return "the network overrides gradient()"
-        if network.weight_decay_lambda:
-            return "weight decay"
-        if _backend.get_backend() != "cython":
-            return "the NumPy reference backend is selected"
-        x = np.asarray(x)
-        if x.dtype not in (np.float32, np.float64) or x.ndim < 2 or not x.flags.c_contiguous:
-            return "inputs must be a C-contiguous float32 or float64 array"
-        if x.dtype == np.float64 and network.dtype == np.float32:
-            return "float64 inputs with a float32 network"
-        if int(np.prod(x.shape[1:])) != network.sizes[0]:
-            return "input width does not match the network"
-        if any(network.params[k].dtype != network.dtype or not network.params[k].flags.c_contiguous
-               for k in network.params):
-            return "parameters changed dtype or layout"
-        t = np.asarray(t)
-        if t.ndim == 2:
-            if t.shape != (len(x), network.sizes[-1]) or not np.all((t == 0) | (t == 1)) \
-                    or not np.all(t.sum(axis=1) == 1):
-                return "labels must be class indices or exact one-hot rows"
-        elif t.ndim != 1 or t.dtype.kind not in "iu" or len(t) != len(x):
-            return "labels must be class indices or exact one-hot rows"
-        elif len(t) and (t.min() < 0 or t.max() >= network.sizes[-1]):
-            return "labels out of range"
-        return None
-
-    def _prepare(self, x, t, keep_lists=True):
-        x = np.asarray(x)
-        x = x.reshape(len(x), -1)
-        t = np.asarray(t)
-        labels = (t.argmax(axis=1) if t.ndim == 2 else t).astype(np.int64)
-        # The nonzero lists (8 bytes a nonzero for float32 data) pay for themselves
-        # on sparse data such as MNIST; denser rows are scanned at each use.
-        lists = None
-        if keep_lists and _core.nonzero_fraction(x, 64) <= self.LIST_MAX_DENSITY:
-            lists = _core.nonzero_lists(x)
-        return x, labels, lists
-
-    def add_eval_set(self, name: str, x, t) -> None:
-        """Register a dataset for ``accuracy(name)``.
-
-        Its rows are scanned for nonzeros at each evaluation (a small cost next to
-        the products): only the training set, read at every step, keeps its lists.
-        """
-        reason = self.unsupported(self.network, x, t)
-        if reason is not None:
-            raise ValueError(f"Trainer: {reason}")
-        self.eval_sets[name] = self._prepare(x, t, keep_lists=False)
-
-    # -- buffers -------------------------------------------------------------------
-    def _buf(self, name, shape, dtype=None):
-        a = self._buffers.get(name)
-        if a is None or a.shape != shape:
-            a = self._buffers[name] = np.empty(shape, dtype=dtype or self.dtype)
-        return a
-
-    # -- one step ------------------------------------------------------------------
-    def _forward(self, x, rows, lists, n, tag):
-        """Activations a_1 .. a_{L-1} and the scores, in buffers named by ``tag``."""
-        acts = []
-        for layer in range(self.n_affine):
-            W, b = self.W[layer], self.b[layer]
-            z = self._buf(f"{tag}z{layer}", (n, W.shape[1]))
-            if layer == 0 and self.dense_input:
-                xb = x[rows] if rows is not None else x
-                self._buffers[f"{tag}x"] = xb = xb.astype(self.dtype, copy=False)
-                np.dot(xb, W, out=z)
-                z += b
-            elif layer == 0:  # the dataset's rows, in place, over their nonzero lists
-                _core.sparse_affine_forward(x, rows, W, b, z, self.num_threads, lists)
-            else:
-                np.dot(acts[-1], W, out=z)
-                z += b
-            if layer < self.n_affine - 1:
-                flat = z.reshape(-1)
-                if self.sigmoid:
-                    _core.sigmoid_forward(flat, flat)
-                else:
-                    _core.relu_forward(flat, flat)
-            acts.append(z)
-        return acts
-
-    def step(self, rows) -> float:
-        """One SGD step on the batch ``x[rows]``; returns the batch loss after it."""
-        rows = np.ascontiguousarray(rows, dtype=np.int64)
-        n = len(rows)
-        labels = self.labels[rows]
-        if self._covered(n):
-            return self._compiled(n).step(rows, labels, self.lr)
-        return self._python_step(rows, labels)
-
-    def _covered(self, n) -> bool:
-        """Whether the compiled step and evaluation (``_core.SGDStep``) take this."""
-        return not self.dense_input and n > 0 and self.n_affine <= _core.MAX_LAYERS
-
-    def _compiled(self, n) -> _core.SGDStep:
-        """The compiled step, with buffers for batches of at least ``n`` rows."""
-        if self._sgd is None or self._sgd.batch_size < n:
-            self._sgd = _core.SGDStep(self.W, self.b, self.x, self.lists, self.sigmoid,
-                                      max(n, 100), self.num_threads)
-        return self._sgd
-
-    def _python_step(self, rows, labels) -> float:
-        """The step with NumPy's BLAS for the first layer (dense inputs such as CIFAR-10)."""
-        n = len(rows)
-        acts = self._forward(self.x, rows, self.lists, n, "g")
-
-        # softmax with cross-entropy, backward (the loss itself is not needed here)
-        scores = acts[-1]
-        y = self._buf("y", scores.shape)
-        _core.softmax_cross_entropy_forward(scores, labels, y, self._buf("rl", (n,)))
-        dz = self._buf("dz", scores.shape)
-        _core.softmax_cross_entropy_backward(y, labels, 1.0, dz)
-
-        lr = self.lr
-        for layer in range(self.n_affine - 1, 0, -1):
-            W, b, a = self.W[layer], self.b[layer], acts[layer - 1]
-            dW = self._buf(f"dW{layer}", W.shape)
-            np.dot(a.T, dz, out=dW)
-            db = dz.sum(axis=0)
-            da = self._buf(f"da{layer}", a.shape)
-            np.dot(dz, W.T, out=da)  # with W before its update
-            flat = da.reshape(-1)
-            if self.sigmoid:
-                _core.sigmoid_backward(flat, a.reshape(-1), flat)
-            else:
-                _core.relu_backward(flat, a.reshape(-1), flat)
-            dW *= lr  # W -= lr * dW, rounded as the plain loop rounds it
-            W -= dW
-            db *= lr
-            b -= db
-            dz = da
-        # first layer: dW1 = x[rows].T @ dz, fused with W1 -= lr * dW1
-        if self.dense_input:
-            dW = self._buf("dW0", self.W[0].shape)
-            np.dot(self._buffers["gx"].T, dz, out=dW)
-            dW *= lr
-            self.W[0] -= dW
-        else:
-            _core.sparse_affine_backward_weights(self.x, rows, dz, self.W[0], lr,
-                                                 self.num_threads, self.lists)
-        db = dz.sum(axis=0)
-        db *= lr
-        self.b[0] -= db
-
-        # the batch loss with the updated parameters
-        scores = self._forward(self.x, rows, self.lists, n, "g")[-1]
-        row_loss = self._buf("rl", (n,))
-        _core.softmax_cross_entropy_forward(scores, labels, y, row_loss)
-        return float(row_loss.sum() / n)
-
-    # -- evaluation ------------------------------------------------------------------
-    def accuracy(self, name: str = "train") -> float:
-        """``network.accuracy`` on a registered dataset, in chunks over its nonzero lists."""
-        x, labels, lists = self.eval_sets[name]
-        if self._covered(len(x)) and x.dtype == self.x.dtype:
-            return self._compiled(1).count_correct(x, labels, lists) / float(len(x))
-        correct = 0
-        for s in range(0, len(x), self.EVAL_CHUNK):
-            e = min(s + self.EVAL_CHUNK, len(x))
-            chunk_lists = None if lists is None else (lists[0], lists[1], lists[2][s:e + 1])
-            scores = self._forward(x[s:e], None, chunk_lists, e - s, "e")[-1]
-            correct += int(np.count_nonzero(scores.argmax(axis=1) == labels[s:e]))
-        return correct / float(len(x))

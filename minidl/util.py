@@ -26,8 +26,8 @@ import operator
 
 import numpy as np
 
-from . import _backend
-from ._checks import as_array
+from .backend import ops
+from .backend.checks import as_array
 
 __all__ = ["col2im", "conv_output_size", "im2col", "shuffle_dataset", "smooth_curve"]
 
@@ -158,7 +158,7 @@ def im2col(input_data, filter_h, filter_w, stride=1, pad=0):
     _, fh, fw, stride, pad, out_h, out_w = conv_geometry(
         what, x.shape, filter_h, filter_w, stride, pad)
     x = x.astype(window_dtype(what, x), copy=False)
-    return _backend.ops().im2col(x, fh, fw, stride, pad, out_h, out_w)
+    return ops().im2col(x, fh, fw, stride, pad, out_h, out_w)
 
 
 def col2im(col, input_shape, filter_h, filter_w, stride=1, pad=0):
@@ -184,5 +184,5 @@ def col2im(col, input_shape, filter_h, filter_w, stride=1, pad=0):
             f"{shape} (N*out_h*out_w rows, C*filter_h*filter_w columns), got shape {col.shape}"
         )
     col = col.reshape(rows, cols).astype(window_dtype(what, col), copy=False)
-    return _backend.ops().col2im(col, shape, fh, fw, stride, pad, out_h, out_w)
+    return ops().col2im(col, shape, fh, fw, stride, pad, out_h, out_w)
 

@@ -233,12 +233,12 @@ def test_setup_fails_loudly_without_sources(tmp_path):
 
 
 def test_show_config_reports_the_build(capsys):
-    from minidl import _buildinfo, _core
+    from minidl import _buildinfo, _sparse
 
     assert _buildinfo.__file__.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))
     config = minidl._config.build_config()
     assert config["minidl"] == minidl.__version__
-    assert config["simd"] == _core.SIMD_ISA
+    assert config["simd"] == _sparse.SIMD_ISA
     assert config["backend"] == minidl.get_backend()
     serial = _buildinfo.OPENMP_VERSION == 0
     assert (config["openmp"] is None) == serial
@@ -252,17 +252,18 @@ def test_show_config_reports_the_build(capsys):
 
 
 def test_show_config_leaves_the_simd_selection_alone(capsys):
-    from minidl import _core
+    from minidl import _sparse
+    from minidl.backend import use_simd
 
-    before = _core.SIMD_ISA
+    before = _sparse.SIMD_ISA
     try:
-        chosen = _core.use_simd("scalar")
+        chosen = use_simd("scalar")
         minidl.show_config()
-        assert _core.SIMD_ISA == chosen
+        assert _sparse.SIMD_ISA == chosen
         assert f"SIMD     {chosen}" in capsys.readouterr().out
     finally:
-        _core.use_simd("best")
-    assert _core.SIMD_ISA == before
+        use_simd("best")
+    assert _sparse.SIMD_ISA == before
 
 
 @pytest.mark.skipif(not os.environ.get("MINIDL_SLOW_TESTS"),

@@ -1,4 +1,4 @@
-"""The zero-skipping affine kernels (minidl/_sparse.h via _core) against NumPy.
+"""The zero-skipping affine kernels (minidl/_sparse.h via minidl._sparse) against NumPy.
 
 Each product is held to the reference within the rounding bound of a long sum:
 |out - ref| <= 4 * K * eps * (|x| @ |W| + |b|), which for sums of same-signed
@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 import minidl
-from minidl import _backend, _core
-from minidl._reference import NumpyOps
+from minidl import _sparse
+from minidl.backend import cython_ops, use_simd
+from minidl.backend.numpy_ops import NumpyOps
 from minidl.layers import Affine
 from minidl.networks import MultiLayerNet, ThreeLayerNet, TwoLayerNet
 
@@ -24,9 +25,9 @@ DT_PAIRS = [(np.float32, np.float32), (np.float32, np.float64), (np.float64, np.
 
 @pytest.fixture(params=LEVELS)
 def simd(request):
-    name = _core.use_simd(request.param)
+    name = use_simd(request.param)
     yield name
-    _core.use_simd("best")
+    use_simd("best")
 
 
 def sparse_x(rng, n, k, density, dtype):
@@ -54,10 +55,10 @@ def test_forward_matches_numpy(simd, xdt, wdt, h, mode, rng):
     W = rng.standard_normal((k, h)).astype(wdt)
     b = rng.standard_normal(h).astype(wdt)
     rows = rng.integers(0, m, 25) if "rows" in mode else None
-    lists = _core.nonzero_lists(x) if "lists" in mode else None
+    lists = _sparse.nonzero_lists(x) if "lists" in mode else None
     n = m if rows is None else len(rows)
     out = np.full((n, h), np.nan, dtype=wdt)
-    _core.sparse_affine_forward(x, rows, W, b, out, 1, lists)
+    _sparse.sparse_affine_forward(x, rows, W, b, out, 1, lists)
     xs = x if rows is None else x[rows]
     ref = xs.astype(np.float64) @ W.astype(np.float64) + b
     assert out.dtype == wdt
@@ -76,10 +77,10 @@ def test_weight_gradient_matches_numpy(simd, xdt, wdt, h, lr, mode, rng):
     dout_rows = rng.integers(0, m, 30) if "rows" in mode else None
     n = m if dout_rows is None else len(dout_rows)
     dout = rng.standard_normal((n, h)).astype(wdt)
-    lists = _core.nonzero_lists(x) if "lists" in mode else None
+    lists = _sparse.nonzero_lists(x) if "lists" in mode else None
     W = rng.standard_normal((k, h)).astype(wdt)
     dst = W.copy() if lr else np.full((k, h), np.nan, dtype=wdt)
-    _core.sparse_affine_backward_weights(x, dout_rows, dout, dst, lr, 1, lists)
+    _sparse.sparse_affine_backward_weights(x, dout_rows, dout, dst, lr, 1, lists)
     xs = (x if dout_rows is None else x[dout_rows]).astype(np.float64)
     dW = xs.T @ dout.astype(np.float64)
     bound_x, bound_w = np.abs(xs.T), np.abs(dout.astype(np.float64))
@@ -100,7 +101,7 @@ def test_weight_gradient_over_several_row_chunks_and_threads(rng):
     x = sparse_x(rng, 700, 300, 0.2, np.float32)
     dout = rng.standard_normal((700, 64))
     dW = np.empty((300, 64))
-    _core.sparse_affine_backward_weights(x, None, dout, dW, 0.0, 2)
+    _sparse.sparse_affine_backward_weights(x, None, dout, dW, 0.0, 2)
     ref = x.T.astype(np.float64) @ dout
     assert_sum_close(dW, ref, np.abs(x.T.astype(np.float64)), np.abs(dout))
 
@@ -109,8 +110,8 @@ def test_forward_with_two_threads_on_a_large_input(rng):
     x = sparse_x(rng, 3000, 784, 0.2, np.float32)
     W = rng.standard_normal((784, 50))
     out = np.empty((3000, 50))
-    for lists in (None, _core.nonzero_lists(x)):
-        _core.sparse_affine_forward(x, None, W, None, out, 2, lists)
+    for lists in (None, _sparse.nonzero_lists(x)):
+        _sparse.sparse_affine_forward(x, None, W, None, out, 2, lists)
         ref = x.astype(np.float64) @ W
         assert_sum_close(out, ref, np.abs(x.astype(np.float64)), np.abs(W))
 
@@ -135,10 +136,10 @@ def test_nonzero_lists_are_the_csr_of_x(dtype, width, simd, rng):
     x[4, 0] = np.finfo(dtype).tiny / 2  # subnormal: not a zero
     x[9] = 0
     x[10] = rng.random(width) + 0.5  # every entry
-    assert_csr_of(x, _core.nonzero_lists(x))
+    assert_csr_of(x, _sparse.nonzero_lists(x))
     # inputs past 2**18 entries are listed in two passes (count, then fill)
     big = np.tile(x, (1 + 2**18 // x.size, 1))
-    assert_csr_of(big, _core.nonzero_lists(big))
+    assert_csr_of(big, _sparse.nonzero_lists(big))
 
 
 def test_nan_in_the_input_propagates(simd):
@@ -147,43 +148,43 @@ def test_nan_in_the_input_propagates(simd):
     x[1, 5] = 1.0
     W = np.ones((20, 9))
     out = np.empty((2, 9))
-    _core.sparse_affine_forward(x, None, W, None, out)
+    _sparse.sparse_affine_forward(x, None, W, None, out)
     assert np.all(np.isnan(out[0])) and np.all(out[1] == 1)
 
 
 def test_empty_inputs():
     x = np.zeros((0, 10), np.float32)
-    idx, _val, ptr = _core.nonzero_lists(x)
+    idx, _val, ptr = _sparse.nonzero_lists(x)
     assert len(idx) == 0 and list(ptr) == [0]
     dW = np.full((10, 4), np.nan)
-    _core.sparse_affine_backward_weights(x, None, np.zeros((0, 4)), dW)
+    _sparse.sparse_affine_backward_weights(x, None, np.zeros((0, 4)), dW)
     assert np.all(dW == 0)
     out = np.empty((0, 4))
-    _core.sparse_affine_forward(x, None, np.ones((10, 4)), None, out)
+    _sparse.sparse_affine_forward(x, None, np.ones((10, 4)), None, out)
 
 
 def test_float64_inputs_with_float32_weights_are_refused():
     with pytest.raises(TypeError, match="promote"):
-        _core.sparse_affine_forward(np.ones((2, 3)), None, np.ones((3, 4), np.float32), None,
+        _sparse.sparse_affine_forward(np.ones((2, 3)), None, np.ones((3, 4), np.float32), None,
                                     np.empty((2, 4), np.float32))
     with pytest.raises(TypeError, match="promote"):
-        _core.sparse_affine_backward_weights(np.ones((2, 3)), None, np.ones((2, 4), np.float32),
+        _sparse.sparse_affine_backward_weights(np.ones((2, 3)), None, np.ones((2, 4), np.float32),
                                              np.empty((3, 4), np.float32))
 
 
 def test_use_simd_names_levels():
-    assert _core.use_simd("scalar") == "scalar"
-    assert _core.use_simd("baseline") in ("sse2", "vector", "scalar")
-    assert _core.use_simd("best") == _core.SIMD_ISA
+    assert use_simd("scalar") == "scalar"
+    assert use_simd("baseline") in ("sse2", "vector", "scalar")
+    assert use_simd("best") == _sparse.SIMD_ISA
     with pytest.raises(ValueError, match="level"):
-        _core.use_simd("avx512")
+        use_simd("avx512")
 
 
 def test_nonzero_fraction(rng):
     x = np.zeros((100, 10), np.float32)
     x[:, :3] = 1
-    assert _core.nonzero_fraction(x) == pytest.approx(0.3)
-    assert _core.nonzero_fraction(np.zeros((0, 3))) == 0.0
+    assert _sparse.nonzero_fraction(x) == pytest.approx(0.3)
+    assert _sparse.nonzero_fraction(np.zeros((0, 3))) == 0.0
 
 
 # -- the layers and networks on these kernels ---------------------------------------------
@@ -211,7 +212,7 @@ def test_affine_keeps_float32_inputs_and_promotes_like_numpy(xdt, wdt, rng):
 
 
 def test_small_layers_go_to_blas(rng):
-    ops = _backend.CythonOps()
+    ops = cython_ops.CythonOps()
     h = sparse_x(rng, 100, 50, 0.3, np.float64)  # a 50 -> 10 layer: BLAS, zeros or not
     assert not ops._sparse_inputs(h, np.ones((50, 10)))
     assert ops._sparse_inputs(sparse_x(rng, 100, 784, 0.2, np.float32), np.ones((784, 50)))
@@ -223,9 +224,9 @@ def test_ops_choice_between_kernels_and_blas_gives_the_same_products(threshold, 
     """Either route computes the same products (to rounding)."""
     x = sparse_x(rng, 30, 80, 0.3, np.float32)
     W, b = rng.standard_normal((80, 20)), rng.standard_normal(20)
-    ops = _backend.CythonOps()
+    ops = cython_ops.CythonOps()
     expected = x.astype(np.float64) @ W + b
-    monkeypatch.setattr(_backend, "SPARSE_MAX_DENSITY", threshold)
+    monkeypatch.setattr(cython_ops, "SPARSE_MAX_DENSITY", threshold)
     assert ops._sparse_inputs(x, W) == (threshold > 1)
     np.testing.assert_allclose(ops.affine_forward(x, W, b), expected, rtol=1e-12, atol=1e-12)
     dout = rng.standard_normal((30, 20))
@@ -253,7 +254,7 @@ NETS = [
 def test_network_gradient_equals_the_reference_path(make, dtype, one_hot, rng):
     x, t = mnist_like(rng)
     if one_hot:
-        t = np.eye(10)[t]
+        t = np.eye(10, dtype=dtype)[t]  # (float64 rows make the book's float32 backward float64)
     np.random.seed(3)
     net = make(dtype)
     grads = {}
@@ -296,9 +297,9 @@ def test_accuracy_in_chunks_equals_one_pass(chunk, rng, monkeypatch):
 def test_affine_backward_reuses_the_forward_lists_only_for_the_same_input(n, rng):
     x = sparse_x(rng, n, 784, 0.2, np.float32)
     W, b = rng.standard_normal((784, 50)), rng.standard_normal(50)
-    ops, state = _backend.CythonOps(), {}
+    ops, state = cython_ops.CythonOps(), {}
     ops.affine_forward(x, W, b, state)
-    assert ("lists" in state) == (x.size <= _backend.KEEP_LISTS_MAX)
+    assert ("lists" in state) == (x.size <= cython_ops.KEEP_LISTS_MAX)
     dout = rng.standard_normal((n, 50))
     ref = x.T.astype(np.float64) @ dout
     _, dW, _ = ops.affine_backward(x, W, dout, False, state)
@@ -320,12 +321,12 @@ def test_nonzero_lists_into_reused_buffers(dtype, rng):
         x = sparse_x(rng, n, k, 0.4, dtype)
         if k:  # one entry short
             with pytest.raises(ValueError, match="buffers"):
-                _core.nonzero_lists_into(x, np.empty(n * k + k - 1, np.int32), val,
+                _sparse.nonzero_lists_into(x, np.empty(n * k + k - 1, np.int32), val,
                                          np.empty(n + 1, np.int64))
         idx, val = np.full(n * k + k, -1, np.int32), np.full(n * k + k, np.nan, dtype)
         ptr = np.full(n + 1, -1, np.int64)
-        total = _core.nonzero_lists_into(x, idx, val, ptr)
-        ref = _core.nonzero_lists(x)
+        total = _sparse.nonzero_lists_into(x, idx, val, ptr)
+        ref = _sparse.nonzero_lists(x)
         assert total == len(ref[0])
         assert np.array_equal(idx[:total], ref[0]) and np.array_equal(val[:total], ref[1])
         assert np.array_equal(ptr, ref[2])

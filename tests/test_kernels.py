@@ -1,4 +1,4 @@
-"""Every compiled kernel held against the NumPy reference (``minidl._reference``).
+"""Every compiled kernel held against the NumPy reference (``minidl.backend.numpy_ops``).
 
 Tolerances: rtol 1e-6 for float32 and 1e-12 for float64 on elementwise kernels;
 products and sums are held to a bound scaled by the magnitudes summed
@@ -10,8 +10,9 @@ import pytest
 from conftest import DTYPES, RTOL
 
 from minidl import _core
-from minidl._backend import CythonOps
-from minidl._reference import NumpyOps
+from minidl.backend import use_simd
+from minidl.backend.cython_ops import CythonOps
+from minidl.backend.numpy_ops import NumpyOps
 
 REF = NumpyOps()
 OPS = [CythonOps("blas"), CythonOps("cython")]
@@ -209,12 +210,12 @@ def test_sigmoid_on_vectors_is_within_a_few_ulp_everywhere(level, dtype, rng):
                    np.exp(-np.abs(x.astype(np.float64)))
                    / (1 + np.exp(-np.abs(x.astype(np.float64)))))
     out = np.empty_like(x)
-    _core.use_simd(level)
+    use_simd(level)
     try:
         with np.errstate(all="ignore"):
             _core.sigmoid_forward(x, out)
     finally:
-        _core.use_simd("best")
+        use_simd("best")
     assert np.array_equal(np.isnan(out), np.isnan(x))
     ok = ~np.isnan(x)
     ulp = np.spacing(ref[ok].astype(dtype)).astype(np.float64)
@@ -235,12 +236,12 @@ def test_softmax_exp_on_vectors_is_within_a_few_ulp(level, dtype, width, rng):
     x[22, width // 2] = np.nan
     labels = rng.integers(0, width, 200).astype(np.int64)
     y, row_loss = np.empty_like(x), np.empty(200, dtype)
-    _core.use_simd(level)
+    use_simd(level)
     try:
         with np.errstate(all="ignore"):
             _core.softmax_cross_entropy_forward(x, labels, y, row_loss)
     finally:
-        _core.use_simd("best")
+        use_simd("best")
     with np.errstate(all="ignore"):  # the book's formula, in float64
         e = np.exp((x - x.max(axis=1, keepdims=True)).astype(np.float64))
         ref = e / e.sum(axis=1, keepdims=True)
@@ -249,3 +250,42 @@ def test_softmax_exp_on_vectors_is_within_a_few_ulp(level, dtype, width, rng):
     ulp = np.spacing(ref[ok].astype(dtype)).astype(np.float64)
     err = np.abs(y[ok].astype(np.float64) - ref[ok]) / np.maximum(ulp, np.finfo(dtype).tiny)
     assert err.max() <= 6, f"{err.max():.1f} ulp"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [0, 1, 7, 8, 9, 17, 200])  # around the 4 x 16-byte blocks
+def test_finite_norm_finds_every_nan_infinity_and_overflow(dtype, n, rng):
+    a = rng.standard_normal(n).astype(dtype)
+    if n:
+        a[-1] = -np.finfo(dtype).tiny / 2  # subnormal: finite
+    assert _core.finite_norm(a) is True
+    big = np.sqrt(np.finfo(dtype).max)  # its square is about the largest finite number
+    for pos in range(n):
+        for bad in (np.nan, np.inf, -np.inf, 1.5 * big):
+            b = a.copy()
+            b[pos] = bad
+            with np.errstate(over="ignore", invalid="ignore"):
+                assert not np.isfinite(np.sum(b ** 2))  # what the book's 0 * sum(W ** 2) sees
+            assert not _core.finite_norm(b), (pos, bad)
+        b = a.copy()
+        b[pos] = 0.5 * big  # large but its square is finite
+        assert _core.finite_norm(b)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_one_hot_indices_equals_numpy(dtype, rng):
+    t = np.eye(7, dtype=dtype)[rng.integers(0, 7, 50)]
+    out = np.empty(50, np.int64)
+    assert _core.one_hot_indices(t, out) and np.array_equal(out, t.argmax(axis=1))
+    for change in ((3, 2, 0.5), (4, 0, np.nan), (5, None, 0.0), (6, None, 1.0)):
+        bad = t.copy()
+        row, col, value = change
+        if col is None:  # no 1, or two of them
+            bad[row] = 0
+            if value:
+                bad[row, :2] = 1
+        else:
+            bad[row, col] = value
+        assert not _core.one_hot_indices(bad, out)
+        assert REF.one_hot_indices(bad) is None
+    assert np.array_equal(REF.one_hot_indices(t), t.argmax(axis=1))

@@ -6,8 +6,8 @@ from book_common import book_ch6
 from conftest import DTYPES, RTOL
 
 from minidl import _norm
-from minidl._backend import CythonOps
 from minidl._norm_numpy import NormNumpyOps
+from minidl.backend.cython_ops import CythonOps
 from minidl.layers import BatchNormalization
 
 SHAPES = [(1, 1), (1, 7), (2, 3), (5, 1), (100, 100), (37, 13), (128, 300)]

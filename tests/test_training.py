@@ -1,4 +1,5 @@
-"""minidl.train's fast path (Trainer) against the plain Python loop it replaces.
+"""minidl.train's fast path (the engine's StepRunner) against the plain Python loop it
+replaces.
 
 Same seed, same batches (np.random.choice from the global generator), so the
 trajectories must agree up to rounding: parameters, batch losses and
@@ -12,9 +13,11 @@ import pytest
 from conftest import real_data_dir
 
 import minidl
-from minidl import training
+from minidl import _fused, _sparse, training
+from minidl.backend import ops, use_simd
+from minidl.engine.runner import StepRunner
 from minidl.networks import MultiLayerNet, ThreeLayerNet, TwoLayerNet
-from minidl.training import Trainer, _BatchDrawer, train
+from minidl.training import _BatchDrawer, train
 
 
 def data(rng, n=300, k=40, density=0.25, dtype=np.float32, classes=5):
@@ -119,22 +122,20 @@ def test_batches_are_not_drawn_past_an_evaluation(rng):
     np.testing.assert_allclose(states[True][1], states[False][1], rtol=1e-9, atol=1e-12)
 
 
-# -- what the Trainer does not cover: the plain loop runs instead --------------------
+# -- what the StepRunner does not take: the plain loop runs instead --------------------
 class Custom(TwoLayerNet):
     def gradient(self, x, t):
         return super().gradient(x, t)
 
 
-@pytest.mark.parametrize("case", ["weight_decay", "custom", "soft_labels", "f64_data_f32_net",
-                                  "numpy_backend", "numerical"])
+@pytest.mark.parametrize("case", ["custom", "soft_labels", "f64_data_f32_net", "numpy_backend",
+                                  "numerical"])
 def test_unsupported_cases_fall_back_to_the_plain_loop(case, rng):
     x, t = data(rng, n=60, k=12)
     labels = t
     make = lambda: TwoLayerNet(12, 6, 5)
     kw = {"lr": 0.1, "batch_size": 6, "iters": 12}
-    if case == "weight_decay":
-        make = lambda: MultiLayerNet(12, [6], 5, weight_decay_lambda=0.1)
-    elif case == "custom":
+    if case == "custom":
         make = lambda: Custom(12, 6, 5)
     elif case == "soft_labels":
         labels = np.full((60, 5), 0.2)
@@ -148,7 +149,7 @@ def test_unsupported_cases_fall_back_to_the_plain_loop(case, rng):
         minidl.set_backend("numpy")
     try:
         if case != "numerical":
-            assert Trainer.unsupported(make(), x, labels) is not None
+            assert ops().step_runner(make(), x, labels)[0] is None
         (net0, h0, _), (net1, h1, _) = both(make, x, labels, **kw)
     finally:
         minidl.set_backend(before)
@@ -157,21 +158,21 @@ def test_unsupported_cases_fall_back_to_the_plain_loop(case, rng):
     assert h0.train_loss == h1.train_loss
 
 
-def test_trainer_refuses_what_it_cannot_run(rng):
+def test_step_runner_refuses_what_it_cannot_run(rng):
     x, t = data(rng, n=20, k=12)
-    with pytest.raises(ValueError, match="weight decay"):
-        Trainer(MultiLayerNet(12, [6], 5, weight_decay_lambda=0.1), x, t)
-    with pytest.raises(ValueError, match="input width"):
-        Trainer(TwoLayerNet(13, 6, 5), x, t)
-    with pytest.raises(ValueError, match="out of range"):
-        Trainer(TwoLayerNet(12, 6, 5), x, t + 5)
+    with pytest.raises(ValueError, match="width"):
+        StepRunner(TwoLayerNet(13, 6, 5), x, t)
+    with pytest.raises(ValueError, match="labels must be class indices in range"):
+        StepRunner(TwoLayerNet(12, 6, 5), x, t + 5)
     with pytest.raises(ValueError, match="one-hot"):
-        Trainer(TwoLayerNet(12, 6, 5), x, np.full((20, 5), 0.2))
-    tr = Trainer(TwoLayerNet(12, 6, 5), x, t)
-    with pytest.raises(ValueError, match="float64 inputs"):
-        Trainer(TwoLayerNet(12, 6, 5, dtype=np.float32), x.astype(np.float64), t)
+        StepRunner(TwoLayerNet(12, 6, 5), x, np.full((20, 5), 0.2))
+    tr = StepRunner(TwoLayerNet(12, 6, 5), x, t)
+    with pytest.raises(ValueError, match="another dtype"):
+        StepRunner(TwoLayerNet(12, 6, 5, dtype=np.float32), x.astype(np.float64), t)
     with pytest.raises(ValueError, match="labels"):
         tr.add_eval_set("bad", x, t.astype(np.float64))
+    with pytest.raises(ValueError, match="NaN"):
+        StepRunner(TwoLayerNet(12, 6, 5), np.where(x > 0.5, np.nan, x), t)
 
 
 def test_trainer_step_is_one_sgd_step_of_the_network(rng):
@@ -181,7 +182,7 @@ def test_trainer_step_is_one_sgd_step_of_the_network(rng):
     np.random.seed(0)
     b = TwoLayerNet(40, 20, 5)
     rows = np.arange(0, 50, 3)
-    loss = Trainer(b, x, t, lr=0.2).step(rows)
+    loss = StepRunner(b, x, t, lr=0.2).step(rows)
     grads = a.gradient(x[rows], t[rows])
     for key in a.params:
         a.params[key] -= 0.2 * grads[key]
@@ -192,9 +193,8 @@ def test_trainer_step_is_one_sgd_step_of_the_network(rng):
 def test_trainer_accuracy_equals_the_networks(rng):
     x, t = data(rng, n=300)
     net = TwoLayerNet(40, 20, 5, weight_init_std=0.5)
-    tr = Trainer(net, x, t)
+    tr = StepRunner(net, x, t)
     tr.add_eval_set("test", x[:77], t[:77])
-    tr.EVAL_CHUNK = 64
     assert tr.accuracy("train") == net.accuracy(x, t)
     assert tr.accuracy("test") == net.accuracy(x[:77], t[:77])
 
@@ -212,7 +212,7 @@ def test_interrupt_keeps_the_history(rng):
 
 
 def test_train_is_exported():
-    assert minidl.train is training.train and minidl.Trainer is Trainer
+    assert minidl.train is training.train
 
 
 @pytest.mark.skipif(real_data_dir() is None, reason="real MNIST not available")
@@ -227,13 +227,11 @@ def test_real_mnist_fast_path_follows_the_plain_loop(monkeypatch):
     assert_same_run(*runs, {"rtol": 1e-8, "atol": 1e-10})
 
 
-# -- the compiled whole step (_core.SGDStep) ------------------------------------------
+# -- the compiled whole step (_fused.SGDStep) ------------------------------------------
 @pytest.mark.parametrize("level", ["baseline", "scalar"])
 def test_fast_path_follows_the_plain_loop_on_every_instruction_set(level, rng):
-    from minidl import _core
-
     x, t = data(rng, density=0.05)
-    _core.use_simd(level)
+    use_simd(level)
     try:
         for dt, tol in ((np.float32, {"rtol": 2e-4, "atol": 2e-5}),
                         (np.float64, {"rtol": 1e-9, "atol": 1e-11})):
@@ -241,7 +239,7 @@ def test_fast_path_follows_the_plain_loop_on_every_instruction_set(level, rng):
                         iters=100)
             assert_same_run(*runs, tol)
     finally:
-        _core.use_simd("best")
+        use_simd("best")
 
 
 def test_trainer_takes_batches_of_any_size_and_empty_data(rng):
@@ -251,7 +249,7 @@ def test_trainer_takes_batches_of_any_size_and_empty_data(rng):
     a, b = ThreeLayerNet(40, 7, 6, 5), None
     np.random.seed(1)
     b = ThreeLayerNet(40, 7, 6, 5)
-    tr = Trainer(b, x, t, lr=0.3)
+    tr = StepRunner(b, x, t, lr=0.3)
     for rows in (np.arange(5), np.arange(60), np.array([7])):  # grows, then shrinks
         loss = tr.step(rows)
         grads = a.gradient(x[rows], t[rows])
@@ -262,22 +260,18 @@ def test_trainer_takes_batches_of_any_size_and_empty_data(rng):
         np.testing.assert_allclose(b.params[key], a.params[key], rtol=1e-12, atol=1e-15)
 
 
-def test_networks_deeper_than_the_compiled_step_take_the_python_step(rng):
-    from minidl import _core
-
+def test_networks_deeper_than_the_compiled_step_take_the_plain_loop(rng):
     x, t = data(rng, n=50)
-    deep = lambda: MultiLayerNet(40, [4] * _core.MAX_LAYERS, 5, weight_init_std="he")
+    deep = lambda: MultiLayerNet(40, [4] * _fused.MAX_LAYERS, 5, weight_init_std="he")
     runs = both(deep, x, t, lr=0.05, batch_size=10, iters=20)
     assert_same_run(*runs, {"rtol": 1e-9, "atol": 1e-11})
 
 
 def test_sgd_step_refuses_what_would_read_out_of_bounds(rng):
-    from minidl import _core
-
     x, _ = data(rng, n=30, k=12)
     W = [np.zeros((12, 6)), np.zeros((6, 5))]
     b = [np.zeros(6), np.zeros(5)]
-    step = _core.SGDStep(W, b, x, _core.nonzero_lists(x), False, 8)
+    step = _fused.SGDStep(W, b, x, _sparse.nonzero_lists(x), False, 8)
     rows, labels = np.arange(4, dtype=np.int64), np.zeros(4, dtype=np.int64)
     assert np.isfinite(step.step(rows, labels, 0.1))
     for bad_rows, bad_labels in ((rows + 27, labels), (rows - 1, labels), (rows, labels + 5),
@@ -291,31 +285,29 @@ def test_sgd_step_refuses_what_would_read_out_of_bounds(rng):
     with pytest.raises(ValueError, match="rows and"):
         step.step(rows[:0], labels[:0], 0.1)
     with pytest.raises(ValueError, match="chained shapes"):
-        _core.SGDStep([W[0], np.zeros((7, 5))], b, x, None, False, 8)
+        _fused.SGDStep([W[0], np.zeros((7, 5))], b, x, None, False, 8)
     with pytest.raises(ValueError, match="chained shapes"):
-        _core.SGDStep([W[0], W[1].astype(np.float32)], b, x, None, False, 8)
+        _fused.SGDStep([W[0], W[1].astype(np.float32)], b, x, None, False, 8)
     with pytest.raises(ValueError, match="chained shapes"):
-        _core.SGDStep([np.asfortranarray(W[0]), W[1]], b, x, None, False, 8)
+        _fused.SGDStep([np.asfortranarray(W[0]), W[1]], b, x, None, False, 8)
     with pytest.raises(ValueError, match="x must be"):
-        _core.SGDStep(W, b, x[:, :11], None, False, 8)
+        _fused.SGDStep(W, b, x[:, :11], None, False, 8)
     with pytest.raises(ValueError, match="x must be"):
-        _core.SGDStep([w.astype(np.float32) for w in W], [c.astype(np.float32) for c in b],
+        _fused.SGDStep([w.astype(np.float32) for w in W], [c.astype(np.float32) for c in b],
                       x.astype(np.float64), None, False, 8)
     with pytest.raises(ValueError, match="lists must be"):
-        _core.SGDStep(W, b, x, _core.nonzero_lists(x[:20]), False, 8)
+        _fused.SGDStep(W, b, x, _sparse.nonzero_lists(x[:20]), False, 8)
     with pytest.raises(ValueError, match="layers"):
-        _core.SGDStep(W, b[:1], x, None, False, 8)
+        _fused.SGDStep(W, b[:1], x, None, False, 8)
     with pytest.raises(TypeError, match="float32 or float64"):
-        _core.SGDStep([w.astype(np.float16) for w in W], b, x, None, False, 8)
+        _fused.SGDStep([w.astype(np.float16) for w in W], b, x, None, False, 8)
 
 
 def test_sgd_step_gradient_refuses_what_would_write_out_of_bounds(rng):
-    from minidl import _core
-
     x, t = data(rng, n=30, k=12)
     W = [rng.standard_normal((12, 6)), rng.standard_normal((6, 5))]
     b = [np.zeros(6), np.zeros(5)]
-    step = _core.SGDStep(W, b, x[:0], None, False, 8)
+    step = _fused.SGDStep(W, b, x[:0], None, False, 8)
     gW, gb = [np.empty_like(w) for w in W], [np.empty_like(c) for c in b]
     labels = t[:8].astype(np.int64)
     loss = step.gradient(x[:8], labels, gW, gb)
@@ -330,7 +322,7 @@ def test_sgd_step_gradient_refuses_what_would_write_out_of_bounds(rng):
         step.gradient(np.asfortranarray(x[:8]), labels, gW, gb)
     with pytest.raises(ValueError, match="rows and"):
         step.gradient(x[:9], t[:9].astype(np.int64), gW, gb)  # more than batch_size
-    with pytest.raises(ValueError, match="labels must be in"):
+    with pytest.raises(ValueError, match="labels in"):
         step.gradient(x[:8], labels + 5, gW, gb)
     with pytest.raises(ValueError, match="gradients must be"):
         step.gradient(x[:8], labels, [gW[0], gW[1].T.copy()], gb)
@@ -341,11 +333,9 @@ def test_sgd_step_gradient_refuses_what_would_write_out_of_bounds(rng):
 
 
 def test_sgd_step_checks_the_lists_it_indexes_by(rng):
-    from minidl import _core
-
     x, _ = data(rng, n=30, k=12)
     W, b = [np.zeros((12, 6)), np.zeros((6, 5))], [np.zeros(6), np.zeros(5)]
-    li, lv, lp = _core.nonzero_lists(x)
+    li, lv, lp = _sparse.nonzero_lists(x)
     bad_col = li.copy()
     bad_col[3] = 12  # a column past W's rows
     long_row = np.concatenate([[0], np.full(30, 13)]).cumsum()  # 13 entries a row, K = 12
@@ -353,20 +343,20 @@ def test_sgd_step_checks_the_lists_it_indexes_by(rng):
                   (np.zeros(long_row[-1], np.int32), np.zeros(long_row[-1], np.float32),
                    long_row)):
         with pytest.raises(ValueError, match="lists must be"):
-            _core.SGDStep(W, b, x, lists, False, 8)
-        step = _core.SGDStep(W, b, x, None, False, 8)
+            _fused.SGDStep(W, b, x, lists, False, 8)
+        step = _fused.SGDStep(W, b, x, None, False, 8)
         with pytest.raises(ValueError, match="lists must be"):
             step.count_correct(x, np.zeros(30, np.int64), lists)
 
 
 @pytest.mark.parametrize("k", [70, 6])  # wider and narrower than the pieces shared out
 def test_threads_do_not_change_the_results(k, rng):
-    x, t = data(rng, n=400, k=k, density=0.1 if k > 10 else 0.5)
+    x, t = data(rng, n=400, k=k, density=0.1 if k > 10 else 0.35)
     nets = []
     for threads in (1, 2, 3):
         np.random.seed(5)
         net = ThreeLayerNet(k, 40, 20, 5)
-        tr = Trainer(net, x, t, lr=0.1, num_threads=threads)
+        tr = StepRunner(net, x, t, lr=0.1, num_threads=threads)
         np.random.seed(6)
         for _ in range(30):
             tr.step(np.random.choice(400, 100))
@@ -375,3 +365,71 @@ def test_threads_do_not_change_the_results(k, rng):
         assert acc == nets[0][1]
         for key in net.params:  # each row of every product is computed the same way
             assert np.array_equal(net.params[key], nets[0][0].params[key]), key
+
+
+def test_weight_decay_follows_the_plain_loop(rng):
+    x, t = data(rng, n=80, k=40)
+    make = lambda: MultiLayerNet(40, [20, 9], 5, weight_decay_lambda=0.1, weight_init_std="he")
+    assert ops().step_runner(make(), x, t)[0] is not None
+    runs = both(make, x, t, x, t, lr=0.1, batch_size=10, iters=60)
+    assert_same_run(*runs, {"rtol": 1e-9, "atol": 1e-11})
+
+
+class Recorder:
+    """An optimizer of a student's own: the book's update interface, plain SGD."""
+
+    def __init__(self, lr):
+        self.lr, self.calls = lr, 0
+
+    def update(self, params, grads):
+        self.calls += 1
+        for key in params:
+            params[key] -= self.lr * grads[key]
+
+
+def test_an_optimizer_object_follows_the_plain_loop_with_it(rng):
+    x, t = data(rng, n=80, k=40)
+    optimizers = []
+
+    def run(fast):
+        np.random.seed(3)
+        net = ThreeLayerNet(40, 20, 9, 5, weight_init_std=0.3)
+        optimizers.append(Recorder(0.2))
+        hist = train(net, x, t, x, t, optimizer=optimizers[-1], batch_size=10, iters=40,
+                     fast=fast)
+        return net, hist, np.random.get_state()[1].copy()
+
+    plain, fast = run(False), run(True)
+    assert_same_run(plain, fast, {"rtol": 1e-9, "atol": 1e-11})
+    assert optimizers[0].calls == optimizers[1].calls == 40
+    np.random.seed(3)
+    net = ThreeLayerNet(40, 20, 9, 5, weight_init_std=0.3)
+    assert ops().step_runner(net, x, t, Recorder(0.2))[0] is not None
+
+
+def test_a_callback_that_changes_the_network_switches_to_the_plain_loop(rng):
+    x, t = data(rng, n=100, k=40)
+
+    class Halve:
+        def forward(self, z):
+            return z * 0.5
+
+        def backward(self, dout):
+            return dout * 0.5
+
+    def insert(i, history, net_box):
+        if i == 20:  # after the third evaluation, a student's layer goes in
+            net = net_box[0]
+            items = list(net.layers.items())
+            items.insert(1, ("Halve", Halve()))
+            net.layers.clear()
+            net.layers.update(items)
+
+    runs = []
+    for fast in (False, True):
+        np.random.seed(8)
+        box = [TwoLayerNet(40, 20, 5, weight_init_std=0.3)]
+        hist = train(box[0], x, t, lr=0.1, batch_size=10, iters=60, fast=fast,
+                     on_epoch=lambda i, h, box=box: insert(i, h, box))
+        runs.append((box[0], hist, np.random.get_state()[1].copy()))
+    assert_same_run(*runs, {"rtol": 1e-9, "atol": 1e-11})

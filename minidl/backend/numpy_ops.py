@@ -1,10 +1,11 @@
 """The reference backend: every kernel computed the book's way, in NumPy.
 
-``NumpyOps`` is the interface that the layers call (thinc's ``Ops`` pattern):
-``minidl._backend.CythonOps`` subclasses it and overrides the hot operations
-with compiled kernels. The tests hold one against the other.
+``NumpyOps`` is the interface that the layers, networks and training call
+(thinc's ``Ops`` pattern): ``minidl.backend.cython_ops.CythonOps`` subclasses it
+and overrides the hot operations with compiled kernels. The tests hold one
+against the other. This module imports nothing compiled.
 
-Callers validate first (see ``minidl._checks``): every method may assume
+Callers validate first (see ``minidl.backend.checks``): every method may assume
 float32 or float64 arrays of one dtype, consistent shapes, and integer labels
 in range.
 """
@@ -13,13 +14,39 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import functions as F
-from ._conv_numpy import ConvNumpyOps
-from ._norm_numpy import NormNumpyOps
+from .. import functions as F
+from .._conv_numpy import ConvNumpyOps
+from .._norm_numpy import NormNumpyOps
 
 
 class NumpyOps(ConvNumpyOps, NormNumpyOps):  # convolution, pooling, batch norm: _conv/_norm_numpy
     name = "numpy"
+
+    def __repr__(self) -> str:
+        return "NumpyOps()"
+
+    # -- whole-network shortcuts: none on the reference ------------------------
+    def fused(self, network):
+        """The compiled passes that may stand in for ``network``'s gradient, loss,
+        accuracy and numerical gradient (``minidl.engine``), or None: on the
+        reference backend the book's layer-by-layer code always runs."""
+
+    def step_runner(self, network, x, t, optimizer=None, lr=0.1):
+        """(a compiled runner of whole training steps, None) or (None, the reason
+        there is none): on the reference backend there is none."""
+        return None, "the NumPy reference backend is selected"
+
+    # -- checks --------------------------------------------------------------
+    def labels_in_range(self, labels: np.ndarray, n_classes: int) -> bool:
+        """Whether every int64 label is in [0, n_classes)."""
+        return bool(np.all((labels >= 0) & (labels < n_classes)))
+
+    def one_hot_indices(self, rows: np.ndarray) -> np.ndarray | None:
+        """The class of each row of ``rows`` (N, C) when every row is exactly one-hot
+        (a single 1, zeros elsewhere) as int64, else None."""
+        if not (np.all((rows == 0) | (rows == 1)) and np.all(rows.sum(axis=1) == 1)):
+            return None
+        return rows.argmax(axis=1).astype(np.int64)
 
     # -- affine -------------------------------------------------------------
     def gemm(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -92,3 +119,6 @@ class NumpyOps(ConvNumpyOps, NormNumpyOps):  # convolution, pooling, batch norm:
             grad[idx] = (fxh1 - fxh2) / (2 * h)
             it.iternext()
         return grad
+
+
+REFERENCE = NumpyOps()  # the book's arithmetic, for dtypes the kernels do not take

@@ -1,35 +1,23 @@
-"""Backend selection: the compiled kernels (default) or the NumPy reference.
+"""The compiled backend: ``NumpyOps`` with its hot operations on minidl's kernels.
 
-``CythonOps`` overrides ``NumpyOps``'s hot operations with ``minidl._core``'s
-kernels and falls back to the reference for the rest (thinc's pattern).
-
-Choose with ``minidl.set_backend('numpy' | 'cython')`` or the environment
-variable ``MINIDL_BACKEND``. The affine product uses NumPy's BLAS by default;
-``MINIDL_GEMM=cython`` (or ``set_backend('cython', gemm='cython')``) selects
-the tiled Cython GEMM instead.
+``CythonOps`` overrides what the kernels do faster (thinc's pattern) and falls
+back to the NumPy reference for the rest. Inputs that are mostly zeros (MNIST's
+pixels, ReLU outputs) go to the zero-skipping kernels (``minidl._sparse``); the
+rest to BLAS (NumPy's) or, with ``gemm='cython'``, to minidl's tiled GEMM.
+Whole-network passes (``fused``) and whole training steps (``step_runner``)
+come from ``minidl.engine``, which decides when they may stand in for the
+book's code.
 """
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
-from ._reference import NumpyOps
-
-try:
-    from . import _core
-except ImportError as exc:  # pragma: no cover - exercised only by a broken install
-    raise ImportError(
-        "minidl's compiled extension minidl._core could not be imported "
-        f"({exc}). Reinstall minidl with `pip install .` from its source tree, "
-        "which compiles it (a C compiler and the Python headers are needed)."
-    ) from exc
-
-from ._conv_cython import ConvCythonOps  # after _core's install check
-from ._norm_cython import NormCythonOps
-
-GEMM_CHOICES = ("blas", "cython")
+from .. import _core, _fused, _sparse
+from .._conv_cython import ConvCythonOps
+from .._norm_cython import NormCythonOps
+from . import GEMM_CHOICES, NUM_THREADS
+from .numpy_ops import NumpyOps
 
 # The zero-skipping affine kernels take products with at least this many input
 # features and outputs, on inputs at most this dense (estimated from a few rows);
@@ -40,29 +28,24 @@ SPARSE_MAX_DENSITY = 0.5
 # An Affine layer keeps its input's nonzero lists from forward for backward when
 # the input has at most this many entries (a training batch; 12 bytes an entry).
 KEEP_LISTS_MAX = 1 << 18
-# Threads for the zero-skipping kernels (each uses fewer when its work is small).
-# MINIDL_NUM_THREADS=n sets both numbers below. By default, the layer-by-layer
-# kernels (NUM_THREADS) run on one thread: on the 2-core machine this was tuned
-# on, a second thread made a layer-by-layer evaluation slower (OpenBLAS's own
-# threads spin between the products beside it). The compiled whole passes
-# (STEP_THREADS: minidl.train's steps, network.gradient/loss/accuracy on plain
-# stacks) call no BLAS, and a second thread made them 12-30% faster there.
-def _num_threads(value: str) -> int:
-    if not value.strip().isdigit() or int(value) < 1:
-        raise ValueError(f"MINIDL_NUM_THREADS must be a whole number >= 1, got {value!r}")
-    return int(value)
+
+SIMD_LEVELS = {"scalar": 0, "baseline": 1, "best": 2}
 
 
-def _available_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+def use_simd(level: str = "best") -> str:
+    """Select the C kernels' instruction set in every kernel module; returns the
+    kernels' name ('avx2', 'sse2', 'vector' or 'scalar')."""
+    if level not in SIMD_LEVELS:
+        raise ValueError(f"level must be one of {sorted(SIMD_LEVELS)}, got {level!r}")
+    code = SIMD_LEVELS[level]
+    _core._select_simd(code)
+    _fused._select_simd(code)
+    return _sparse._select_simd(code)
 
 
-_THREADS_SET = os.environ.get("MINIDL_NUM_THREADS")
-NUM_THREADS = _num_threads(_THREADS_SET) if _THREADS_SET is not None else 1
-STEP_THREADS = NUM_THREADS if _THREADS_SET is not None else min(2, _available_cpus())
+def simd_name() -> str:
+    """The name of the kernels in use."""
+    return _sparse.SIMD_ISA
 
 
 def _flat(a: np.ndarray) -> np.ndarray:
@@ -82,7 +65,7 @@ def _nonzero_lists_kept(x, state):
     if ptr is None or len(ptr) != n + 1:
         ptr = np.empty(n + 1, dtype=np.int64)
     state["buffers"] = (idx, val, ptr)
-    total = _core.nonzero_lists_into(x, idx, val, ptr)
+    total = _sparse.nonzero_lists_into(x, idx, val, ptr)
     return idx[:total], val[:total], ptr
 
 
@@ -97,6 +80,27 @@ class CythonOps(ConvCythonOps, NormCythonOps, NumpyOps):  # conv, pooling, batch
     def __repr__(self) -> str:
         return f"CythonOps(gemm={self.gemm_impl!r})"
 
+    # -- whole-network shortcuts --------------------------------------------------
+    def fused(self, network):
+        from ..engine.passes import passes_for
+
+        return passes_for(network)
+
+    def step_runner(self, network, x, t, optimizer=None, lr=0.1):
+        from ..engine.runner import runner_for
+
+        return runner_for(network, x, t, optimizer, lr)
+
+    # -- checks ----------------------------------------------------------------------
+    def labels_in_range(self, labels, n_classes):
+        return _core.indices_in_range(labels, n_classes)
+
+    def one_hot_indices(self, rows):
+        if rows.dtype not in (np.float32, np.float64) or not rows.flags.c_contiguous:
+            return super().one_hot_indices(rows)
+        out = np.empty(rows.shape[0], dtype=np.int64)
+        return out if _core.one_hot_indices(rows, out) else None
+
     # -- affine -------------------------------------------------------------
     def gemm(self, a, b):
         if self.gemm_impl == "blas":
@@ -107,7 +111,8 @@ class CythonOps(ConvCythonOps, NormCythonOps, NumpyOps):  # conv, pooling, batch
 
     def _sparse_inputs(self, x, W) -> bool:
         """Whether the zero-skipping kernels should take ``x @ W``: x is mostly zeros
-        (MNIST pixels, ReLU outputs), and the dtypes are ones the kernels take."""
+        (MNIST pixels, ReLU outputs), the dtypes are ones the kernels take, and W is
+        finite (a skipped zero times an infinite weight would be NaN in NumPy)."""
         return (
             x.ndim == 2
             and x.shape[1] >= SPARSE_MIN_FEATURES
@@ -115,8 +120,9 @@ class CythonOps(ConvCythonOps, NormCythonOps, NumpyOps):  # conv, pooling, batch
             and W.shape[1] >= SPARSE_MIN_OUTPUTS
             and x.flags.c_contiguous
             and W.flags.c_contiguous
-            and not (x.dtype == np.float64 and W.dtype == np.float32)
-            and _core.nonzero_fraction(x) <= SPARSE_MAX_DENSITY
+            and x.dtype in (np.float32, W.dtype)
+            and _sparse.nonzero_fraction(x) <= SPARSE_MAX_DENSITY
+            and _core.finite_norm(W.reshape(-1))
         )
 
     def affine_forward(self, x, W, b, state=None):
@@ -133,24 +139,25 @@ class CythonOps(ConvCythonOps, NormCythonOps, NumpyOps):  # conv, pooling, batch
             if state is not None and x.size <= KEEP_LISTS_MAX:  # a batch, not an evaluation
                 lists = _nonzero_lists_kept(x, state)
                 state["lists"] = (x, lists)
-            _core.sparse_affine_forward(x, None, W, np.ascontiguousarray(b), out, NUM_THREADS,
-                                        lists)
+            _sparse.sparse_affine_forward(x, None, W, np.ascontiguousarray(b), out, NUM_THREADS,
+                                          lists)
             return out
         out = self.gemm(x.astype(W.dtype, copy=False), W)
         _core.add_bias(out, np.ascontiguousarray(b))
         return out
 
     def affine_backward(self, x, W, dout, need_dx=True, state=None):
+        dout = np.ascontiguousarray(dout)
         dx = self.gemm(dout, W.T) if need_dx else None
-        if self._sparse_inputs(x, W):
-            dW = np.empty(W.shape, dtype=W.dtype)
+        # dW = x.T @ dout skips x's zeros: the terms skipped are zero times a row of
+        # dout, so dout must be finite (as W must be in the forward product)
+        if self._sparse_inputs(x, dout):
+            dW = np.empty((x.shape[1], dout.shape[1]), dtype=dout.dtype)
             kept = state.get("lists") if state is not None else None
             lists = kept[1] if kept is not None and kept[0] is x else None
-            _core.sparse_affine_backward_weights(
-                x, None, np.ascontiguousarray(dout), dW, 0.0, NUM_THREADS, lists
-            )
+            _sparse.sparse_affine_backward_weights(x, None, dout, dW, 0.0, NUM_THREADS, lists)
         else:
-            dW = self.gemm(x.T.astype(W.dtype, copy=False), dout)
+            dW = self.gemm(x.T.astype(dout.dtype, copy=False), dout)
         db = dout.sum(axis=0)
         return dx, dW, db
 
@@ -195,37 +202,3 @@ class CythonOps(ConvCythonOps, NormCythonOps, NumpyOps):  # conv, pooling, batch
         grad = np.empty(x.shape, dtype=np.float64)
         _core.numerical_gradient(f, x, h, grad)
         return grad.astype(x.dtype, copy=False)
-
-
-BACKENDS = ("cython", "numpy")
-_ops: NumpyOps
-
-
-def set_backend(name: str, *, gemm: str | None = None) -> None:
-    """Run every layer on ``name`` ('cython' or 'numpy').
-
-    ``gemm`` ('blas' or 'cython') picks the affine product of the Cython
-    backend; by default ``MINIDL_GEMM`` or 'blas'.
-    """
-    global _ops
-    if name not in BACKENDS:
-        raise ValueError(f"unknown backend {name!r}; choose one of {BACKENDS}")
-    if name == "numpy":
-        if gemm is not None:
-            raise ValueError("gemm= applies to the 'cython' backend only")
-        _ops = NumpyOps()
-    else:
-        _ops = CythonOps(gemm or os.environ.get("MINIDL_GEMM", "blas"))
-
-
-def get_backend() -> str:
-    """The name of the backend in use."""
-    return _ops.name
-
-
-def ops() -> NumpyOps:
-    """The backend object that layers call."""
-    return _ops
-
-
-set_backend(os.environ.get("MINIDL_BACKEND", "cython"))

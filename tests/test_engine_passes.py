@@ -1,4 +1,4 @@
-"""network.gradient's compiled pass (minidl._fast_gradient) against the book's layer code.
+"""A network's compiled passes (minidl.engine.passes) against the book's layer code.
 
 Same network, same batch: the gradients agree to rounding, and the layers are
 left exactly as the layer-by-layer pass leaves them (so that the book's
@@ -6,10 +6,14 @@ left exactly as the layer-by-layer pass leaves them (so that the book's
 does not cover falls back to the layer code.
 """
 
+import contextlib
+
 import numpy as np
 import pytest
 
-from minidl import _fast_gradient
+from minidl import _fused, _sparse
+from minidl.backend.cython_ops import CythonOps
+from minidl.engine.passes import passes_for
 from minidl.layers import Relu
 from minidl.networks import MultiLayerNet, ThreeLayerNet, TwoLayerNet
 
@@ -27,9 +31,22 @@ def pair(make):
     return a, make()
 
 
-def layer_path(net, x, t, monkeypatch):
+@contextlib.contextmanager
+def without_passes(monkeypatch):
+    """A context in which no compiled pass stands in for a network's code."""
     with monkeypatch.context() as m:
-        m.setattr("minidl.networks.compiled_gradient", lambda *args: None)
+        m.setattr(CythonOps, "fused", lambda self, network: None)
+        yield
+
+
+def covered(net, x, t, call="gradient"):
+    """Whether the compiled ``call`` pass takes the network and input."""
+    passes = passes_for(net)
+    return passes is not None and getattr(passes, call)(x, t) is not None
+
+
+def layer_path(net, x, t, monkeypatch):
+    with without_passes(monkeypatch):
         return net.gradient(x, t)
 
 
@@ -62,9 +79,9 @@ def test_compiled_gradient_leaves_the_layers_as_the_book_code(name, dtype, label
                                                               monkeypatch):
     x, t = sparse_batch(rng)
     if labels == "one-hot":
-        t = np.eye(6)[t]
+        t = np.eye(6, dtype=dtype)[t]
     a, b = pair(lambda: NETS[name](dtype))
-    assert _fast_gradient.compiled_gradient(b, x, t) is not None  # it is covered
+    assert covered(b, x, t)
     ref = layer_path(a, x, t, monkeypatch)
     got = b.gradient(x, t)
     assert sorted(got) == sorted(ref)
@@ -120,20 +137,17 @@ def test_new_parameter_arrays_are_picked_up(rng, monkeypatch):
 def test_what_it_does_not_cover_runs_the_layer_code(rng):
     x, t = sparse_batch(rng)
     net = TwoLayerNet(64, 20, 6)
-    covered = _fast_gradient.compiled_gradient
-    assert covered(net, x, t) is not None
-    assert covered(net, x, np.full((30, 6), 1 / 6)) is None  # soft labels
-    assert covered(net, np.ones((30, 64), np.float32), t) is None  # dense: BLAS
-    assert covered(net, np.asfortranarray(x), t) is None
-    assert covered(TwoLayerNet(64, 20, 6, dtype=np.float32), x.astype(np.float64), t) is None
-    assert covered(MultiLayerNet(64, [20], 6, weight_decay_lambda=0.1), x, t) is None
+    assert covered(net, x, t)
+    assert not covered(net, x, np.full((30, 6), 1 / 6))  # soft labels
+    assert not covered(net, np.ones((30, 64), np.float32), t)  # dense: BLAS
+    assert not covered(TwoLayerNet(64, 20, 6, dtype=np.float32), x.astype(np.float64), t)
 
     class MyRelu(Relu):
         pass
 
     custom = TwoLayerNet(64, 20, 6)
     custom.layers["Relu1"] = MyRelu()
-    assert covered(custom, x, t) is None
+    assert not covered(custom, x, t)
     grads = custom.gradient(x, t)  # and the layer code gives the gradient
     assert grads["W1"].shape == (64, 20)
 
@@ -154,9 +168,8 @@ def test_bad_labels_get_the_layers_errors(rng):
 def test_compiled_loss_equals_the_layers_and_leaves_their_state(name, dtype, rng, monkeypatch):
     x, t = sparse_batch(rng)
     a, b = pair(lambda: NETS[name](dtype))
-    assert _fast_gradient.compiled_loss(b, x, t) is not None
-    with monkeypatch.context() as m:
-        m.setattr("minidl.networks.compiled_loss", lambda *args: None)
+    assert covered(b, x, t, "loss")
+    with without_passes(monkeypatch):
         ref = a.loss(x, t)
     got = b.loss(x, t)
     assert type(got) is type(ref)
@@ -176,8 +189,7 @@ def test_compiled_loss_equals_the_layers_and_leaves_their_state(name, dtype, rng
 
 
 def layer_accuracy(net, x, t, monkeypatch):
-    with monkeypatch.context() as m:
-        m.setattr("minidl.networks.compiled_accuracy", lambda *args: None)
+    with without_passes(monkeypatch):
         return net.accuracy(x, t)
 
 
@@ -189,7 +201,7 @@ def test_compiled_accuracy_equals_the_layer_code(name, dtype, n, rng, monkeypatc
     net = NETS[name](dtype)
     for W in (v for k, v in net.params.items() if k.startswith("W")):
         W *= 20  # confident, varied predictions
-    acc = _fast_gradient.compiled_accuracy(net, x, t)
+    acc = passes_for(net).accuracy(x, t)
     assert acc is not None
     assert acc == layer_accuracy(net, x, t, monkeypatch)
     onehot = np.eye(6)[t]
@@ -209,20 +221,18 @@ def test_compiled_accuracy_takes_argmax_first_maximum_and_nan(rng, monkeypatch):
 
 
 def test_count_correct_refuses_bad_arguments(rng):
-    from minidl import _core
-
     x, t = sparse_batch(rng, n=20, k=12)
     W = [rng.standard_normal((12, 6)), rng.standard_normal((6, 5))]
     b = [np.zeros(6), np.zeros(5)]
-    step = _core.SGDStep(W, b, x[:0], None, False, 8)
+    step = _fused.SGDStep(W, b, x[:0], None, False, 8)
     labels = t.astype(np.int64)
-    lists = _core.nonzero_lists(x)
+    lists = _sparse.nonzero_lists(x)
     assert step.count_correct(x, labels, lists) == step.count_correct(x, labels)
     with pytest.raises(ValueError, match="x must be"):
         step.count_correct(x.astype(np.float64), labels)
     with pytest.raises(ValueError, match="labels"):
         step.count_correct(x, labels[:5])
-    for bad in (_core.nonzero_lists(x[:10]), (lists[0], lists[1], lists[2] + 1),
+    for bad in (_sparse.nonzero_lists(x[:10]), (lists[0], lists[1], lists[2] + 1),
                 (lists[0][:-1], lists[1][:-1], lists[2])):
         with pytest.raises(ValueError, match="lists must be"):
             step.count_correct(x, labels, bad)
@@ -231,18 +241,16 @@ def test_count_correct_refuses_bad_arguments(rng):
 @pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_count_correct_in_chunks_on_threads_equals_numpy(threads, dtype, rng):
-    from minidl import _core
-
     # 128-row chunks shared out between threads: a partial last chunk, fewer chunks
     # than threads, and exactly one chunk
     x, _ = sparse_batch(rng, n=700, k=40)
     W = [rng.standard_normal((40, 9)).astype(dtype), rng.standard_normal((9, 5)).astype(dtype)]
     b = [np.full(9, -0.2, dtype), rng.standard_normal(5).astype(dtype)]
-    step = _core.SGDStep(W, b, x[:0], None, False, 8, threads)
+    step = _fused.SGDStep(W, b, x[:0], None, False, 8, threads)
     scores = np.maximum(x.astype(dtype) @ W[0] + b[0], 0) @ W[1] + b[1]
     labels = scores.argmax(axis=1).astype(np.int64)
     labels[::3] = (labels[::3] + 1) % 5  # a third of the rows wrong
-    lists = _core.nonzero_lists(x)
+    lists = _sparse.nonzero_lists(x)
     for n in (700, 640, 128, 100, 1):
         want = int(np.count_nonzero(scores[:n].argmax(axis=1) == labels[:n]))
         assert step.count_correct(x[:n], labels[:n]) == want
@@ -258,7 +266,7 @@ def test_networks_still_copy_and_pickle_after_a_compiled_pass(rng):
     net = TwoLayerNet(64, 20, 6)
     grads = net.gradient(x, t)
     for clone in (copy.deepcopy(net), pickle.loads(pickle.dumps(net))):
-        assert not hasattr(clone, "_compiled_plan")
+        assert passes_for(clone) is not passes_for(net)
         again = clone.gradient(x, t)  # its own arrays, its own compiled pass
         np.testing.assert_array_equal(again["W1"], grads["W1"])
         clone.params["W1"] += 1
@@ -277,7 +285,7 @@ def test_a_rebuilt_stack_gets_a_new_compiled_pass(rng, monkeypatch):
     net.layers["Relu2"] = Relu()
     net.layers["Affine3"] = Affine(W3, b3)
     net.params.update(W3=W3, b3=b3)
-    assert _fast_gradient.compiled_gradient(net, x, t) is None  # sizes say two layers
+    assert passes_for(net) is None  # sizes say two layers: its gradient has two
     assert_matches_layer_path(net, x, t, monkeypatch)
     # a real three-layer network with the same first arrays gets a pass of its own
     deeper = ThreeLayerNet(64, 20, 6, 6)
@@ -285,7 +293,7 @@ def test_a_rebuilt_stack_gets_a_new_compiled_pass(rng, monkeypatch):
         deeper.params[key] = net.params[key]
         deeper.layers[f"Affine{key[1]}"].__dict__[key[0]] = net.params[key]
     deeper.gradient(x, t)
-    assert len(deeper._compiled_plan.step.param_arrays) == 6
+    assert len(passes_for(deeper)._step.param_arrays) == 6
     assert_matches_layer_path(deeper, x, t, monkeypatch)
 
 
@@ -293,10 +301,10 @@ def test_parameters_reshaped_in_place_get_a_new_compiled_pass(rng, monkeypatch):
     x, t = sparse_batch(rng)
     net = ThreeLayerNet(64, 20, 20, 6)
     net.gradient(x, t)
-    assert net._compiled_plan.step.sizes == (64, 20, 20, 6)  # what its buffers were made for
+    assert passes_for(net)._step.sizes == (64, 20, 20, 6)  # what its buffers were made for
     W1 = net.params["W1"]
     W1.shape = (32, 40)  # in place: same object, other shape
-    assert _fast_gradient.compiled_gradient(net, x, t) is None  # shapes no longer chain
+    assert passes_for(net) is None  # shapes no longer chain
     W1.shape = (64, 20)
     assert_matches_layer_path(net, x, t, monkeypatch)
 
@@ -311,42 +319,49 @@ def test_the_kept_stack_follows_what_students_change(rng, monkeypatch):
         assert_matches_layer_path(net, x, t, monkeypatch)
 
     check()
-    first = net._compiled_plan
+    first = passes_for(net)
     check()
-    assert net._compiled_plan is first  # nothing changed: kept
-    # a new W array in the layer (the book keeps layers and params apart)
+    assert passes_for(net) is first  # nothing changed: kept
+    # a new W array in the layer and in params
+    net.layers["Affine1"].W = net.params["W1"] = 0.3 * rng.standard_normal((64, 20))
+    check()
+    assert passes_for(net) is not first
+    # a new W array in the layer only (the book keeps layers and params apart)
     net.layers["Affine1"].W = 0.3 * rng.standard_normal((64, 20))
+    assert passes_for(net) is None
     check()
-    assert net._compiled_plan is not first
+    net.layers["Affine1"].W = net.params["W1"]
     # a new layer object in the dict, of another kind
     net.layers["Relu1"] = Sigmoid()
     check()
-    assert net._compiled_plan.sigmoid
+    assert passes_for(net).stack.sigmoid
     # a new last layer, then one that is not minidl's
     net.lastLayer = SoftmaxWithLoss()
     check()
-    assert net._compiled_plan.last is net.lastLayer
+    assert passes_for(net).stack.last is net.lastLayer
 
     class MySoftmax(SoftmaxWithLoss):
         pass
 
     net.lastLayer = MySoftmax()
-    assert _fast_gradient.compiled_gradient(net, x, t) is None
+    assert passes_for(net) is None
     net.lastLayer = SoftmaxWithLoss()
-    # a bias changed to float32 in place of the float64 one: not a plain stack
-    net.layers["Affine2"].b = net.layers["Affine2"].b.astype(np.float32)
-    assert _fast_gradient.compiled_gradient(net, x, t) is None
+    # a bias changed to float32 in place of the float64 one: not one dtype
+    net.layers["Affine2"].b = net.params["b2"] = net.layers["Affine2"].b.astype(np.float32)
+    assert not covered(net, x, t)
+    check()
+    net.params["b2"] = net.params["b2"].astype(np.float64)
     net.layers["Affine2"] = Affine(net.params["W2"], net.params["b2"])
     check()
 
 
 def test_threads_do_not_change_the_compiled_gradient(rng, monkeypatch):
-    from minidl import _backend
+    from minidl import backend
 
     x, t = sparse_batch(rng, n=100)  # enough rows for the products to be shared out
     results = []
     for threads in (1, 2, 3):
-        monkeypatch.setattr(_backend, "STEP_THREADS", threads)
+        monkeypatch.setattr(backend, "STEP_THREADS", threads)
         np.random.seed(4)
         net = ThreeLayerNet(64, 30, 20, 6, weight_init_std=0.3)
         grads = net.gradient(x, t)
@@ -355,3 +370,29 @@ def test_threads_do_not_change_the_compiled_gradient(rng, monkeypatch):
         assert loss == results[0][1] and acc == results[0][2]
         for key in grads:
             assert np.array_equal(grads[key], results[0][0][key]), key
+
+
+def test_weight_decay_and_strided_inputs_are_covered_and_give_the_books_answer(rng,
+                                                                               monkeypatch):
+    x, t = sparse_batch(rng)
+    net = MultiLayerNet(64, [20], 6, weight_decay_lambda=0.1, weight_init_std=0.3)
+    for batch in (x, np.asfortranarray(x), x.astype(np.float64)[:, ::-1][:, ::-1]):
+        assert covered(net, batch, t)
+        assert_matches_layer_path(net, batch, t, monkeypatch)
+        with without_passes(monkeypatch):
+            ref = net.loss(batch, t)
+        assert net.loss(batch, t) == pytest.approx(ref, rel=1e-12)
+
+
+def test_float64_one_hot_rows_on_a_float32_network_give_the_books_float64_gradient(rng):
+    x, t = sparse_batch(rng)
+    net = TwoLayerNet(64, 20, 6, dtype=np.float32)
+    onehot = np.eye(6)[t]  # float64, as the book's load_mnist(one_hot_label=True) gives
+    assert not covered(net, x, onehot)
+    assert covered(net, x, onehot.astype(np.float32))
+    grads = net.gradient(x, onehot)  # (y - t) / N is float64, and so is all below it
+    assert {g.dtype for g in grads.values()} == {np.dtype(np.float64)}
+    ref = net.gradient(x, onehot.astype(np.float32))
+    for key in ref:
+        assert ref[key].dtype == np.float32
+        np.testing.assert_allclose(grads[key], ref[key], rtol=1e-4, atol=1e-6)

@@ -1,0 +1,197 @@
+"""A network's gradient, loss and accuracy in one compiled call each.
+
+``passes_for(network)`` (what ``CythonOps.fused`` returns) is the network's
+``NetworkPasses`` when the one rule (``minidl.engine.rule``) takes the network,
+else None. Each pass returns None for an input it does not take, and the
+network then runs the book's code.
+
+The forward and backward passes run in ``_fused.SGDStep.gradient``: the batch's
+nonzeros are listed once and reused by both passes, and no Python runs between
+layers. Afterwards the layers hold what the layer-by-layer pass would have left
+(inputs, outputs, ``dW``/``db``, the loss and softmax output), so
+``layer.backward`` and the book's attribute reads work as before. Weight decay
+is added as the book's ``loss`` and ``gradient`` add it.
+
+The passes of a network are kept (the plan cache, keyed weakly by network) and
+re-checked by identity at each call. The network's lock (taken by its methods)
+keeps two threads off the same buffers.
+"""
+
+from __future__ import annotations
+
+import weakref
+
+import numpy as np
+
+from .. import _fused, _sparse, backend
+from ..backend.cython_ops import SPARSE_MAX_DENSITY
+from ..functions import weight_decay_loss
+from . import rule
+
+# Largest batch (entries of x) the compiled gradient and loss take: their
+# buffers hold a nonzero list as long as the whole batch (12 bytes an entry).
+MAX_ENTRIES = 1 << 20
+EVAL_CHUNK = 8192  # rows converted at a time when accuracy's input needs converting
+
+_plans: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def passes_for(net) -> NetworkPasses | None:
+    """The network's compiled passes (kept from the last call while its stack still
+    holds), or None when the rule refuses the network."""
+    try:
+        plan = _plans.get(net)
+    except TypeError:  # not weak-referenceable: examined afresh each time
+        plan = None
+    if plan is not None and plan.stack.still_holds(net):
+        return plan
+    stack = rule.examine(net)
+    if isinstance(stack, str):
+        return None
+    plan = NetworkPasses(stack)
+    try:
+        _plans[net] = plan
+    except TypeError:
+        pass
+    return plan
+
+
+class NetworkPasses:
+    """The compiled gradient, loss, accuracy and numerical gradient of one stack."""
+
+    def __init__(self, stack: rule.Stack):
+        self.stack = stack
+        self._step = None  # the SGDStep, made for the input dtype and batch size met
+        # the stack's dtype, depth and layout are ones the kernels take (the layout
+        # is part of what the stack re-checks at each call)
+        self._layout_ok = (stack.dtype is not None and stack.n_affine <= _fused.MAX_LAYERS
+                           and all(p.flags.c_contiguous and p.flags.writeable
+                                   for p in stack.params))
+
+    # -- what the compiled kernels take, beyond the rule --------------------------
+    def _kernels_take(self) -> bool:
+        """The stack is one the kernels take and its parameters are finite, their
+        squares summing to a finite number (the kernels skip zero inputs, where
+        0 * inf would be NaN; see ``_core.finite_norm``)."""
+        if not self._layout_ok:
+            return False
+        step = self._step if self._step is not None else self._step_for(self.stack.dtype, 1)
+        return step.params_finite()
+
+    def _step_for(self, x_dtype, n) -> _fused.SGDStep:
+        step = self._step
+        if step is None or step.batch_size < n or step.x_dtype != x_dtype:
+            s = self.stack
+            step = _fused.SGDStep(list(s.W), list(s.b), np.empty((0, s.sizes[0]), dtype=x_dtype),
+                                  None, s.sigmoid, max(n, 100), backend.STEP_THREADS)
+            self._step = step
+        return step
+
+    def _batch(self, x, t):
+        """The batch as the kernels take it, or None. Dense batches (CIFAR-10's, say)
+        are left to the layers, whose BLAS products are faster there."""
+        if not self._kernels_take():
+            return None
+        b = rule.batch(self.stack, x, t, MAX_ENTRIES)
+        if b is None or _sparse.nonzero_fraction(b.x) > SPARSE_MAX_DENSITY:
+            return None
+        return b
+
+    # -- the passes -------------------------------------------------------------
+    def gradient(self, x, t) -> dict | None:
+        """The gradients dict of ``network.gradient(x, t)``, or None when not taken."""
+        b = self._batch(x, t)
+        if b is None:
+            return None
+        s = self.stack
+        step = self._step_for(b.x.dtype, len(b.x))
+        gW = [np.empty_like(w) for w in s.W]
+        gb = [np.empty_like(v) for v in s.b]
+        loss = step.gradient(b.x, b.labels, gW, gb)
+        # zero-skipped terms are exact only when every backward gradient is finite:
+        # a non-finite one shows in the loss or in its layer's bias gradient
+        if not (np.isfinite(loss) and all(np.isfinite(g).all() for g in gb)):
+            return None
+        self._leave_layers(step, b, x, t, loss)
+        grads = {}
+        for i, layer in enumerate(s.affines):
+            layer.dW, layer.db = gW[i], gb[i]
+            grads[f"W{i + 1}"] = gW[i]
+            if s.weight_decay:  # as the book's gradient: dW + lambda * W
+                grads[f"W{i + 1}"] = gW[i] + s.weight_decay * s.W[i]
+            grads[f"b{i + 1}"] = gb[i]
+        return grads
+
+    def loss(self, x, t):
+        """``network.loss(x, t)`` (forward only), or None when not taken."""
+        b = self._batch(x, t)
+        if b is None:
+            return None
+        step = self._step_for(b.x.dtype, len(b.x))
+        loss = self._leave_layers(step, b, x, t, step.gradient(b.x, b.labels))
+        if self.stack.weight_decay:  # (without it the book adds 0 * sum(W ** 2): 0 here,
+            loss = loss + weight_decay_loss(self.stack.W, self.stack.weight_decay)
+        return loss  # since the weights' squares sum to a finite number)
+
+    def accuracy(self, x, t) -> float | None:
+        """``network.accuracy(x, t)``, counted in compiled chunks, or None when not
+        taken. The parameters and the layers are left alone."""
+        s = self.stack
+        if not self._kernels_take() or not isinstance(x, np.ndarray) or x.ndim < 2 or not len(x):
+            return None
+        probe = rule.input_rows(s, x[::max(1, len(x) // 8)][:8])  # 8 rows spread over x
+        if probe is None or _sparse.nonzero_fraction(probe) > SPARSE_MAX_DENSITY:
+            return None  # what the kernels do not take, or dense inputs: the layers' BLAS
+        labels = _class_indices(t, len(x), s.sizes[-1])
+        if labels is None:
+            return None
+        n = len(x)
+        # an input to convert (uint8, strided, ...) is converted a chunk at a time
+        chunk = n if x.flags.c_contiguous and x.dtype in (np.float32, s.dtype) else EVAL_CHUNK
+        correct = 0
+        for start in range(0, n, chunk):
+            rows = rule.input_rows(s, x[start:start + chunk])
+            step = self._step_for(rows.dtype, 1)
+            correct += step.count_correct(rows, labels[start:start + len(rows)])
+        return correct / float(n)
+
+    def _leave_layers(self, step, b: rule.Batch, x, t, loss):
+        """Set the layers' forward state as the layer-by-layer pass does; returns the loss."""
+        s = self.stack
+        n, dtype = len(b.x), s.dtype
+        inputs = [b.x] + [a[:n].copy() for a in step.activations[:-1]]
+        for i, layer in enumerate(s.affines):
+            layer.x = inputs[i]
+            layer.original_x_shape = b.shape if i == 0 else inputs[i].shape
+            layer._state.pop("lists", None)
+        for layer, out in zip(s.activations, inputs[1:]):
+            layer.out = out
+        last = s.last
+        last.loss = dtype.type(loss)
+        last.y = step.probabilities[:n].copy()
+        last.t = np.asarray(t).reshape(n, -1) if b.one_hot else t
+        last.labels = b.labels
+        last.one_hot = b.one_hot
+        return last.loss
+
+    # -- the exact numerical gradient ------------------------------------------
+    def numerical_gradient(self, x, t, track_kinks=False):
+        """The book's ``network.numerical_gradient(x, t)`` from one cached forward
+        pass (``minidl.engine.netgrad``), or None when not taken (non-finite
+        numbers: the book's loop gives its NaNs)."""
+        from . import netgrad
+
+        return netgrad.numerical_gradient(self.stack, x, t, track_kinks)
+
+
+def _class_indices(t, n, n_classes):
+    """Labels as the book's accuracy reads them (argmax of one-hot rows), int64
+    indices, or None for what the book's code should decide."""
+    t = np.asarray(t)
+    if t.ndim != 1:
+        if t.ndim != 2 or t.shape[0] != n or t.dtype.kind not in "biuf":
+            return None
+        t = np.argmax(t, axis=1)
+    if t.shape != (n,) or t.dtype.kind not in "iu":
+        return None
+    return np.ascontiguousarray(t, dtype=np.int64)
