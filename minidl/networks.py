@@ -1,9 +1,11 @@
-"""The book's networks: ``TwoLayerNet``, ``ThreeLayerNet`` and ``MultiLayerNet``.
+"""The book's networks: ``TwoLayerNet``, ``ThreeLayerNet``, ``MultiLayerNet`` and
+``MultiLayerNetExtend``.
 
-All three are stacks of ``Affine`` and activation layers ending in
-``SoftmaxWithLoss``. ``params`` is a plain dict (``W1``, ``b1``, ...) whose
-arrays the ``Affine`` layers share, so ``params[key] -= lr * grad[key]``
-trains the network; ``layers`` is an OrderedDict in forward order.
+The first three are stacks of ``Affine`` and activation layers ending in
+``SoftmaxWithLoss``; ``MultiLayerNetExtend`` adds the book's ``BatchNormalization``
+and ``Dropout`` layers. ``params`` is a plain dict (``W1``, ``b1``, ...) whose
+arrays the layers share, so ``params[key] -= lr * grad[key]`` (or an optimizer's
+``update``) trains the network; ``layers`` is an OrderedDict in forward order.
 """
 
 from __future__ import annotations

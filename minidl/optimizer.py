@@ -79,7 +79,11 @@ class Optimizer:
         ``params``: a dict of NumPy float arrays (a network's ``params``);
         ``grads``: a dict of arrays of the same shapes (what
         ``network.gradient`` returns). Dtypes follow NumPy's promotion, as the
-        book's code does: float32 parameters stay float32.
+        book's code does: float32 parameters stay float32. A parameter may also
+        be a plain number, as in the book's ``ch06/optimizer_compare_naive.py``
+        (``params['x'] = -7.0``, gradients numbers too): it is replaced in
+        ``params`` by the updated value (a NumPy scalar), as the book's
+        ``params[key] -= ...`` replaces it.
         """
         self.check_hyperparameters()
         _check_params_and_grads(type(self).__name__, params, grads)
@@ -88,9 +92,13 @@ class Optimizer:
         kernel = _kernel_for(self)
         for key in params:  # in params' order, as the book
             param, grad = params[key], grads[key]
+            if not isinstance(param, np.ndarray):  # a number: updated as a 0-d array
+                value = np.array(param, dtype=_scalar_dtype(param))
+                self.update_one(key, value, grad)
+                params[key] = value[()]
             # the compiled kernel runs update_one's arithmetic in one pass, where it gives
             # the very same numbers (minidl._optim_cython); else update_one runs
-            if kernel is None or not kernel(self, key, param, grad):
+            elif kernel is None or not kernel(self, key, param, grad):
                 self.update_one(key, param, grad)
 
     def begin_update(self) -> None:
@@ -135,9 +143,9 @@ class Optimizer:
                         "the network it first updated: make a new one for another network, or "
                         f"reset it with optimizer.{name} = None"
                     )
-                if np.shape(state[key]) != param.shape:
+                if np.shape(state[key]) != np.shape(param):
                     raise ValueError(
-                        f"{type(self).__name__}: params['{key}'] has shape {param.shape} but "
+                        f"{type(self).__name__}: params['{key}'] has shape {np.shape(param)} but "
                         f"the optimizer's state {name}['{key}'] has shape "
                         f"{np.shape(state[key])}; reset it with optimizer.{name} = None"
                     )
@@ -169,15 +177,21 @@ def _check_params_and_grads(what: str, params, grads) -> None:
         raise ValueError(f"{what}.update: params and grads have different keys "
                          f"(missing from grads: {missing}, not in params: {extra})")
     for key, param in params.items():
+        grad = grads[key]
+        if _is_number(param):  # the book's optimizer_compare_naive.py: numbers, not arrays
+            if not (_is_number(grad) or (isinstance(grad, np.ndarray) and grad.shape == ()
+                                         and grad.dtype.kind in "iuf")):
+                raise TypeError(f"{what}.update: params['{key}'] is a number, so grads['{key}'] "
+                                f"must be one too, got {type(grad).__name__}")
+            continue
         if not isinstance(param, np.ndarray):
             raise TypeError(f"{what}.update: params['{key}'] is a {type(param).__name__}, not a "
-                            "NumPy array (parameters are updated in place)")
+                            "NumPy array (parameters are updated in place) or a number")
         if param.dtype.kind != "f":
             raise TypeError(f"{what}.update: params['{key}'] has dtype {param.dtype}; "
                             "parameters must be float arrays")
         if not param.flags.writeable:
             raise ValueError(f"{what}.update: params['{key}'] is read-only")
-        grad = grads[key]
         if not isinstance(grad, np.ndarray):
             raise TypeError(f"{what}.update: grads['{key}'] is a {type(grad).__name__}, not a "
                             "NumPy array")
@@ -187,6 +201,15 @@ def _check_params_and_grads(what: str, params, grads) -> None:
         if grad.shape != param.shape:
             raise ValueError(f"{what}.update: grads['{key}'] has shape {grad.shape}, "
                              f"params['{key}'] has shape {param.shape}")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, Real) and not isinstance(value, (bool, np.bool_))
+
+
+def _scalar_dtype(value):
+    """The dtype a number parameter is updated in: its own for NumPy floats, else float64."""
+    return value.dtype if isinstance(value, np.floating) else np.float64
 
 
 _UNIT = (0.0, 1.0, True)  # [0, 1]

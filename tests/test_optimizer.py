@@ -296,3 +296,36 @@ def test_star_import_gives_the_books_names():
     exec("from minidl.optimizer import *", scope)  # noqa: S102
     for name in ("SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam", "np"):
         assert name in scope
+
+
+def df(x, y):  # ch06/optimizer_compare_naive.py's gradient of x**2 / 20 + y**2
+    return x / 10.0, 2.0 * y
+
+
+@pytest.mark.parametrize(("name", "kwargs"), [
+    ("SGD", {"lr": 0.95}), ("Momentum", {"lr": 0.1}), ("AdaGrad", {"lr": 1.5}),
+    ("Adam", {"lr": 0.3}), ("Nesterov", {"lr": 0.1}), ("RMSprop", {"lr": 0.3})])
+def test_number_parameters_as_in_optimizer_compare_naive(name, kwargs):
+    # the book's script: params and grads are plain numbers, replaced in the dict by each update
+    histories = []
+    for module in (opt, book_ch6):
+        optimizer = getattr(module, name)(**kwargs)
+        params, grads = {"x": -7.0, "y": 2.0}, {"x": 0, "y": 0}
+        history = []
+        for _ in range(30):
+            history.append((params["x"], params["y"]))
+            grads["x"], grads["y"] = df(params["x"], params["y"])
+            optimizer.update(params, grads)
+        histories.append(history)
+    assert histories[0] == histories[1]  # the same numbers, bit for bit
+    assert histories[0][-1] != (-7.0, 2.0)
+
+
+def test_number_parameters_need_number_gradients():
+    with pytest.raises(TypeError, match=r"params\['x'\] is a number, so grads\['x'\] must be"):
+        SGD().update({"x": 1.0}, {"x": np.ones(3)})
+    with pytest.raises(TypeError, match=r"params\['x'\] is a str"):
+        SGD().update({"x": "1.0"}, {"x": 1.0})
+    params = {"x": np.float32(1.0)}
+    SGD(lr=0.5).update(params, {"x": 1.0})
+    assert params["x"] == 0.5 and params["x"].dtype == np.float32
