@@ -112,17 +112,20 @@ def _converter(field):
     return convert
 
 
-def _add_config_options(p: argparse.ArgumentParser, command: str, **defaults) -> None:
+def _add_config_options(p: argparse.ArgumentParser, command: str, *, like: str | None = None,
+                        skip: tuple[str, ...] = (), **defaults) -> None:
     """The configuration's options for ``command``, from ``FIELDS`` (``defaults`` override).
 
     In ``compare``, a field that varies by values takes several (``nargs='+'``).
+    ``like``: offer the fields of that command (``search`` takes ``train``'s),
+    less ``skip``.
     """
     from .experiments.config import FIELDS, format_value
 
     groups = {}
     for field in FIELDS:
         opt = field.option
-        if command not in opt.commands:
+        if (like or command) not in opt.commands or field.name in skip:
             continue
         several = command == "compare" and opt.vary == "values"
         default = defaults.get(field.name, field.default)
@@ -135,8 +138,15 @@ def _add_config_options(p: argparse.ArgumentParser, command: str, **defaults) ->
         text = opt.help.format(choices=", ".join(map(str, choices or ())))
         kwargs = {"default": [default] if several else default,
                   "help": text + (f" ({'; '.join(notes)})" if notes else "")}
+        if opt.switch and not several:
+            kwargs.pop("default")
+            target = groups.get(opt.group, p)
+            target.add_argument(field.flag, *opt.flags, dest=field.name, action="store_true",
+                                default=default, help=kwargs["help"])
+            continue
         if several:
-            kwargs["nargs"] = "+"
+            # a switch alone ('--batchnorm') is on; 'on off' compares both
+            kwargs["nargs"] = "*" if opt.switch else "+"
         if choices and opt.cli_choices:
             kwargs["choices"] = choices
         else:
@@ -150,11 +160,17 @@ def _add_config_options(p: argparse.ArgumentParser, command: str, **defaults) ->
         target.add_argument(field.flag, *opt.flags, dest=field.name, **kwargs)
 
 
-def _config_options(args: argparse.Namespace, command: str) -> dict:
+def _config_options(args: argparse.Namespace, command: str,
+                    skip: tuple[str, ...] = ()) -> dict:
     """The configuration fields ``command`` offers, as parsed (lists in compare)."""
     from .experiments.config import FIELDS
 
-    return {f.name: getattr(args, f.name) for f in FIELDS if command in f.option.commands}
+    options = {f.name: getattr(args, f.name) for f in FIELDS
+               if command in f.option.commands and f.name not in skip}
+    for f in FIELDS:
+        if f.option.switch and options.get(f.name) == []:  # '--batchnorm' with no values
+            options[f.name] = [True]
+    return options
 
 
 def _dataset(text: str) -> str:
@@ -199,6 +215,21 @@ to --out: comparison.md, comparison.csv, comparison.json, comparison.png (every 
 curves), and a folder per run with its metrics, curves and model.
 """
 
+SEARCH_EXAMPLES = """\
+The defaults are the book's: the first 500 training images, 20% of them for
+validation, 784-100x6-10 ReLU with He initialisation, 50 epochs of SGD, batches
+of 100, 100 trials of lr in [1e-6, 1e-2] and weight decay in [1e-8, 1e-4].
+
+examples:
+  minidl search                                   the book's search
+  minidl search --trials 20 --lr 1e-3 1e-1        a narrower learning rate range
+  minidl search --dataset fashion-mnist --train-size 5000 --epochs 10
+
+prints the book's line per trial and its 'Best-N' lines, a table best first, and
+writes to --out: search.md, search.csv, search.json, search.png (the best trials'
+curves, as the book plots them) and trials/NNN/metrics.json.
+"""
+
 GRADCHECK_EXAMPLES = """\
 The batch is the first N training images, as in the book's gradient_check.py; the
 network is built after seeding NumPy. Exit status 1 when the two gradients disagree.
@@ -228,6 +259,46 @@ examples:
 
 'minidl COMMAND --help' describes each command. 'python -m minidl' works the same.
 """
+
+
+def _positive_range(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (value > 0 and value < float("inf")):
+        raise argparse.ArgumentTypeError(f"{text!r}: must be a positive finite number "
+                                         "(ranges are drawn log-uniformly)")
+    return value
+
+
+def _add_search_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--trials", type=_converter_for("trials", int, 1), default=100, metavar="N",
+                   help="how many random trials (default 100)")
+    p.add_argument("--lr", type=_positive_range, nargs=2, default=[1e-6, 1e-2],
+                   metavar=("LOW", "HIGH"), help="learning rate range (default 1e-6 1e-2)")
+    p.add_argument("--weight-decay", type=_positive_range, nargs=2, default=[1e-8, 1e-4],
+                   metavar=("LOW", "HIGH"), help="weight decay range (default 1e-8 1e-4)")
+    p.add_argument("--validation", type=float, default=0.2, metavar="FRACTION",
+                   help="the fraction of the training images held out (default 0.2)")
+    p.add_argument("--train-size", type=_converter_for("train-size", int, 2), default=500,
+                   metavar="N", help="use the first N training images (default 500, the "
+                                     "book's; 0: all)")
+    p.add_argument("--top", type=_converter_for("top", int, 1), default=20, metavar="N",
+                   help="how many of the best trials to list and plot (default 20)")
+
+
+def _converter_for(name: str, kind, minimum):
+    def convert(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum and not (name == "train-size" and value == 0):
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return convert
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
@@ -269,6 +340,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_options(p, "compare")
     _add_run_options(p)
     p.set_defaults(func=_cmd_compare)
+
+    p = commands.add_parser("search", help="the book's random search of lr and weight decay",
+                            description="The book's random hyperparameter search "
+                                        "(ch06/hyperparameter_optimization.py):\nlearning rate "
+                                        "and weight decay drawn log-uniformly, each trial judged"
+                                        "\non a validation split taken from the training set.",
+                            epilog=SEARCH_EXAMPLES, formatter_class=_Formatter)
+    from .experiments.search import BOOK_SEARCH
+
+    _add_config_options(p, "search", like="train", skip=("lr", "weight_decay"), **BOOK_SEARCH)
+    _add_search_options(p)
+    _add_run_options(p)
+    p.set_defaults(func=_cmd_search)
 
     p = commands.add_parser(
         "gradcheck", help="numerical gradients against backpropagation, with timings",
@@ -339,6 +423,25 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     if failed:
         return EXIT_USAGE
     return EXIT_DIVERGED if any(r.diverged for r in table.results) else EXIT_OK
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    from .experiments import ExperimentConfig, new_run_dir, search
+
+    config = ExperimentConfig(**_config_options(args, "train", skip=("lr", "weight_decay")))
+    out = Path(args.out) if args.out else new_run_dir("search")
+    table = search(config, trials=args.trials, lr=tuple(args.lr),
+                   weight_decay=tuple(args.weight_decay), validation=args.validation,
+                   train_size=args.train_size or None, top=args.top, out=out,
+                   progress=False if args.quiet else None, verbose=not args.quiet,
+                   keep_going=args.keep_going, overwrite=args.overwrite)
+    print()
+    print(table.to_markdown(), end="")
+    print(f"\nwrote {out}/: search.md, search.csv, search.json, search.png, trials/")
+    failed = [r for r in table.results if r.status == "failed"]
+    for r in failed:
+        print(f"minidl: error: {r.label}: {r.metrics['error']}", file=sys.stderr)
+    return EXIT_USAGE if failed else EXIT_OK
 
 
 def _cmd_gradcheck(args: argparse.Namespace) -> int:

@@ -22,6 +22,9 @@ The package, one job per module:
   command line is built from;
 - ``run``: one run (``run_experiment``, ``RunResult``);
 - ``compare``: a comparison (``compare``, ``ComparisonTable``);
+- ``search``: the book's random hyperparameter search (``search``, ``SearchResult``);
+- ``sweep``: the runs of a comparison or a search, one after another;
+- ``memory``: whether a network fits in memory, before it is built;
 - ``records``: what goes on disk (run folders, ``metrics.json``/``.csv``,
   atomic writes);
 - ``plotting``: the curves (``plot_curves``, ``plot_comparison``).
@@ -34,6 +37,7 @@ from .compare import ComparisonTable, compare, expand_configs
 from .config import FIELDS, INIT_NAMES, SEED, ExperimentConfig, parse_hidden
 from .records import metrics_json, new_run_dir, write_metrics
 from .run import RunResult, format_epoch, run_experiment
+from .search import SearchResult, search
 
 __all__ = [
     "FIELDS",
@@ -42,6 +46,7 @@ __all__ = [
     "ComparisonTable",
     "ExperimentConfig",
     "RunResult",
+    "SearchResult",
     "compare",
     "expand_configs",
     "format_epoch",
@@ -49,5 +54,6 @@ __all__ = [
     "new_run_dir",
     "parse_hidden",
     "run_experiment",
+    "search",
     "write_metrics",
 ]

@@ -12,7 +12,7 @@ import os
 from collections.abc import Iterable
 from typing import Any
 
-from . import records
+from . import records, sweep
 from . import run as run_module
 from .config import ExperimentConfig, alternatives, config_from, field_names, format_value
 
@@ -37,6 +37,8 @@ class ComparisonTable:
     ``RunResult`` of each row. ``to_markdown()``, ``to_csv()``; ``str()`` is
     the Markdown table, which notebooks render.
     """
+
+    headers = TABLE_HEADERS
 
     def __init__(self, columns: list[str], rows: list[dict], results: list,
                  varied: list[str]):
@@ -73,7 +75,7 @@ class ComparisonTable:
 
     def to_markdown(self, note: bool = True) -> str:
         """A GitHub-flavoured Markdown table, columns padded to line up, then ``note``."""
-        headers = [TABLE_HEADERS.get(c, c) for c in self.columns]
+        headers = [self.headers.get(c, c) for c in self.columns]
         cells = [[self._cell(c, row.get(c)) for c in self.columns] for row in self.rows]
         widths = [max([len(h)] + [len(r[j]) for r in cells]) for j, h in enumerate(headers)]
         numeric = [c not in ("run", "status", *self.varied) for c in self.columns]
@@ -237,32 +239,22 @@ def compare(configs: Iterable[ExperimentConfig | dict] | None = None, /, *,
                 run_module.check_sizes(config, data[run_module.data_key(config)].info["n_train"])
         except ValueError as exc:
             raise exc.with_traceback(None) from None
+        tasks = []
         for k, config in enumerate(configs, 1):
             label = config.label(varied) if varied else "run"
-            run_out = None
-            if out is not None:
-                run_out, _ = records.prepare_out(out / f"{k:02d}-{_slug(label)}",
-                                                 overwrite=True)
-            if verbose:
-                run_module.say(f"[{k}/{len(configs)}] {label}")
-            try:
-                results.append(run_module._run(
-                    config, data[run_module.data_key(config)], run_out,
-                    progress=progress, verbose=verbose, label=label, prefix="  ",
-                    keep_going=keep_going))
-            except KeyboardInterrupt as exc:
-                if getattr(exc, "result", None) is not None:
-                    results.append(exc.result)
-                table = _table(results, varied)
-                if out is not None and results:
-                    records.write_comparison(out, table)
-                exc.table = table
-                exc.out = out
-                raise
-            except Exception as exc:  # noqa: BLE001 (this run failed: its row says why; train on)
-                results.append(run_module.failed_result(config, label, run_out, exc))
-                if verbose:
-                    run_module.say(f"  failed: {results[-1].metrics['error']}")
+            run_out = None if out is None else out / f"{k:02d}-{_slug(label)}"
+            tasks.append(sweep.Task(config, data[run_module.data_key(config)], label, run_out))
+        try:
+            results = sweep.run_tasks(tasks, progress=progress, verbose=verbose,
+                                      keep_going=keep_going)
+        except KeyboardInterrupt as exc:
+            results = exc.results
+            table = _table(results, varied)
+            if out is not None and results:
+                records.write_comparison(out, table)
+            exc.table = table
+            exc.out = out
+            raise
     except BaseException:
         if not results:
             records.remove_if_empty(created)

@@ -142,6 +142,38 @@ def _check_init(name, value):
     return _positive_number(name, value)
 
 
+def _check_non_negative(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    value = float(value)
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"{name} must be a number >= 0, got {value:g}")
+    return value
+
+
+def _check_ratio(name, value):
+    value = _check_non_negative(name, value)
+    if value >= 1:
+        raise ValueError(f"{name} must be a ratio in [0, 1) (0: no dropout), got {value:g}")
+    return value
+
+
+def _check_switch(name, value):
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise TypeError(f"{name} must be True or False, got {value!r}")
+
+
+def parse_switch(text: str) -> bool:
+    """``on``/``off`` (or yes/no, true/false, 1/0) from the command line."""
+    key = text.strip().lower()
+    if key in ("on", "yes", "true", "1"):
+        return True
+    if key in ("off", "no", "false", "0"):
+        return False
+    raise ValueError(f"{text!r} is not on or off")
+
+
 def _check_model(name, value):
     return _one_of(name, value, MODELS, "model")
 
@@ -191,6 +223,7 @@ class Option:
     flag: str | None = None
     flags: tuple[str, ...] = ()
     shown_default: str | None = None
+    switch: bool = False  # a yes/no option: '--flag' alone means on ('on'/'off' in compare)
 
     def choice_list(self) -> tuple | None:
         return self.choices() if callable(self.choices) else self.choices
@@ -262,8 +295,18 @@ class ExperimentConfig:
         "backprop", check=_check_grad, choices=_grad_methods, vary="one",
         commands=TRAINING, help="how gradients are computed; numerical is slow")
     weight_init_std: float | str = option(
-        0.01, check=_check_init, metavar="STD",
-        help="std of the initial weights, or he / xavier")
+        0.01, check=_check_init, metavar="STD", flags=("--weight-init",),
+        help="std of the initial weights, or he / xavier (the book's sqrt(2/n), sqrt(1/n))")
+    weight_decay: float = option(
+        0.0, check=_check_non_negative, type=float, metavar="LAMBDA",
+        help="L2 weight decay: 0.5 * LAMBDA * sum(W**2) added to the loss (the book's "
+             "weight_decay_lambda)")
+    dropout: float = option(
+        0.0, check=_check_ratio, type=float, metavar="RATIO",
+        help="a Dropout(RATIO) after each hidden activation (MultiLayerNetExtend); 0: none")
+    batchnorm: bool = option(
+        False, check=_check_switch, type=parse_switch, switch=True,
+        help="batch normalisation before each hidden activation (MultiLayerNetExtend)")
     data_dir: str | None = option(
         None, check=_check_path, metavar="DIR", nullable=True, vary="one",
         help="look for datasets here first (then $MINIDL_DATA_DIR and the cache)")
@@ -280,6 +323,9 @@ class ExperimentConfig:
                 raise ValueError("give iters or epochs, not both")
             if self.model == "convnet":
                 _check_convnet(self)
+                if self.weight_decay or self.dropout or self.batchnorm:
+                    raise ValueError("model convnet: the book's SimpleConvNet has no weight "
+                                     "decay, dropout or batchnorm")
         except (ValueError, TypeError) as exc:
             # the error names the field; the checks' frames would only hide where it came from
             raise exc.with_traceback(None) from None
@@ -386,4 +432,7 @@ def architecture(config: ExperimentConfig, n_features: int | str, n_classes: int
     if config.model == "convnet":
         return f"conv 30x5x5 - relu - pool 2x2 - {config.hidden[0]} - relu - {n_classes}"
     sizes = "-".join(str(s) for s in (n_features, *config.hidden, n_classes))
-    return f"{sizes} {config.activation}"
+    extras = [f"weight decay {config.weight_decay:g}"] if config.weight_decay else []
+    extras += [f"dropout {config.dropout:g}"] if config.dropout else []
+    extras += ["batchnorm"] if config.batchnorm else []
+    return " ".join([sizes, config.activation, *extras])

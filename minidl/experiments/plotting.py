@@ -23,7 +23,7 @@ import numpy as np
 
 from .._atomic import atomic_write
 
-__all__ = ["plot_comparison", "plot_curves"]
+__all__ = ["plot_comparison", "plot_curves", "plot_search"]
 
 DPI = 100
 
@@ -235,6 +235,32 @@ def plot_comparison(metrics_list: Sequence[dict], labels: Sequence[str],
         ax_loss.legend(loc="upper right", fontsize="small")
         ax_acc.legend(loc="lower right", fontsize="small")
     fig.suptitle(title or "comparison")
+    if path is not None:
+        _save(fig, path)
+    return fig
+
+
+def plot_search(metrics_list: Sequence[dict], titles: Sequence[str],
+                path: str | os.PathLike | None = None, *, columns: int = 5):
+    """The book's search figure: one small panel per trial (best first), validation
+    accuracy solid and train accuracy dashed, on 0..1. Returns the ``Figure``."""
+    n = max(len(metrics_list), 1)
+    rows = -(-n // columns)
+    fig = _figure(2.4 * columns, 2.0 * rows + 0.4)
+    axes = np.atleast_1d(fig.subplots(rows, columns, sharey=True)).ravel()
+    for ax in axes[len(metrics_list):]:
+        ax.set_axis_off()
+    for ax, metrics, title in zip(axes, metrics_list, titles):
+        epochs = _epoch_axis(metrics)
+        ax.plot(epochs, [r["test_acc"] for r in metrics["epochs"]], label="val")
+        ax.plot(epochs, [r["train_acc"] for r in metrics["epochs"]], "--", label="train")
+        ax.set_ylim(0.0, 1.0)
+        ax.set_title(title, fontsize="small")
+        ax.tick_params(labelsize="x-small")
+        ax.grid(True, alpha=0.3)
+    if metrics_list:
+        axes[0].legend(loc="lower right", fontsize="x-small")
+    fig.suptitle("random search: validation accuracy (solid), train (dashed), best first")
     if path is not None:
         _save(fig, path)
     return fig

@@ -149,8 +149,11 @@ def write_metrics(out: Path, metrics: dict) -> None:
 
 
 def write_run(out: Path, metrics: dict, network) -> None:
-    """A finished or stopped run's files: metrics, the model and its curves."""
+    """A finished or stopped run's files: metrics, the model and its curves (not without
+    ``network``: a search's trials keep their metrics only)."""
     write_metrics(out, metrics)
+    if network is None:
+        return
     network.save(out / "model.npz")
     from .plotting import plot_curves
 

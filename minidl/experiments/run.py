@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import training
-from ..networks import MultiLayerNet, SimpleConvNet
+from ..networks import MultiLayerNet, MultiLayerNetExtend, SimpleConvNet
 from . import records
 from .config import ExperimentConfig, architecture, config_from
 from .memory import check_memory
@@ -177,10 +177,15 @@ def build_network(config: ExperimentConfig, data: Data) -> MultiLayerNet | Simpl
             input_dim=data.x_train.shape[1:], hidden_size=config.hidden[0],
             output_size=data.info["n_classes"], weight_init_std=config.weight_init_std,
             dtype=config.dtype)
-    return MultiLayerNet(
-        data.info["n_features"], list(config.hidden), data.info["n_classes"],
-        activation=config.activation, weight_init_std=config.weight_init_std, dtype=config.dtype,
-    )
+    common = {"activation": config.activation, "weight_init_std": config.weight_init_std,
+              "weight_decay_lambda": config.weight_decay, "dtype": config.dtype}
+    if config.dropout or config.batchnorm:  # the book's network for both
+        return MultiLayerNetExtend(
+            data.info["n_features"], list(config.hidden), data.info["n_classes"], **common,
+            use_dropout=bool(config.dropout), dropout_ration=config.dropout,
+            use_batchnorm=config.batchnorm)
+    return MultiLayerNet(data.info["n_features"], list(config.hidden), data.info["n_classes"],
+                         **common)
 
 
 def _as_dtype(x: np.ndarray, dtype: str) -> np.ndarray:
@@ -332,8 +337,8 @@ def _make_bar(total: int, progress: bool | None, label: str):
 
 
 def _run(config: ExperimentConfig, data: Data, out: Path | None, *, progress: bool | None,
-         verbose: bool, label: str = "", prefix: str = "", keep_going: bool = False
-         ) -> RunResult:
+         verbose: bool, label: str = "", prefix: str = "", keep_going: bool = False,
+         full: bool = True) -> RunResult:
     """Train ``config`` on already loaded ``data``; write to ``out`` (already prepared)."""
     started = datetime.now().astimezone()
     start_run = time.perf_counter()
@@ -399,7 +404,7 @@ def _run(config: ExperimentConfig, data: Data, out: Path | None, *, progress: bo
     timings["total_seconds"] = data.seconds + time.perf_counter() - start_run
     result = RunResult(config, history, network, metrics, out, label)
     if out is not None:
-        records.write_run(out, metrics, network)
+        records.write_run(out, metrics, network if full else None)
     if interrupt is not None:
         interrupt.result = result
         interrupt.out = out
