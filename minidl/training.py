@@ -73,8 +73,9 @@ def train(
     x_test: np.ndarray | None = None,
     t_test: np.ndarray | None = None,
     *,
-    lr: float = 0.1,
+    lr: float | None = None,
     optimizer=None,
+    optimizer_param: dict | None = None,
     batch_size: int = 100,
     iters: int = 10000,
     grad: str = "backprop",
@@ -84,9 +85,12 @@ def train(
 ) -> History:
     """Train ``network`` in place; evaluate once per epoch.
 
-    The update is the course's SGD ``params[key] -= lr * grad[key]``, or
-    ``optimizer.update(params, grads)`` for an ``optimizer`` object (the book's
-    ``update`` interface; ``lr`` is then the optimizer's own). An epoch is
+    The update is the course's SGD ``params[key] -= lr * grad[key]`` (``lr``
+    0.1 by default), or an optimizer's ``update(params, grads)``: ``optimizer``
+    is the book's name of one (``'SGD'``, ``'Momentum'``, ``'Nesterov'``,
+    ``'AdaGrad'``, ``'RMSprop'``, ``'Adam'``; case-insensitive) with its
+    ``optimizer_param`` (``lr`` too, when given), or an optimizer object (any
+    object with the book's ``update``, which keeps its own state). An epoch is
     ``max(len(x_train) / batch_size, 1)`` iterations, evaluated at iterations 0,
     epoch, 2*epoch, ... as the course's loop does. ``on_epoch(i, history)`` is
     called after each evaluation, ``on_iteration(i, loss)`` after each step.
@@ -106,11 +110,7 @@ def train(
         )
     if batch_size < 1 or iters < 0:
         raise ValueError(f"batch_size must be >= 1 and iters >= 0, got {batch_size} and {iters}")
-    if optimizer is None and not (lr > 0 and np.isfinite(lr)):
-        raise ValueError(f"lr must be a positive number, got {lr}")
-    if optimizer is not None and not callable(getattr(optimizer, "update", None)):
-        raise TypeError(f"optimizer must have an update(params, grads) method, "
-                        f"got {type(optimizer).__name__}")
+    optimizer, lr = _the_update(optimizer, optimizer_param, lr)
     compute_grad = network.gradient if grad == "backprop" else network.numerical_gradient
     iter_per_epoch = max(train_size / batch_size, 1)
     runner = None
@@ -174,6 +174,31 @@ def train(
         raise
     history.seconds = time.perf_counter() - start
     return history
+
+
+def _the_update(optimizer, optimizer_param, lr):
+    """(optimizer object or None for the course's in-place SGD, lr) from train's
+    arguments, checked."""
+    if optimizer is None:
+        if optimizer_param:
+            raise ValueError("train: optimizer_param without an optimizer name")
+        lr = 0.1 if lr is None else lr
+        if isinstance(lr, bool) or not isinstance(lr, (int, float, np.number)) or not (
+                lr > 0 and np.isfinite(lr)):
+            raise ValueError(f"lr must be a positive number, got {lr!r}")
+        return None, float(lr)
+    from .optimizer import make_optimizer
+
+    param = dict(optimizer_param or {})
+    if lr is not None:
+        if "lr" in param:
+            raise ValueError("train: lr given twice (lr= and optimizer_param['lr'])")
+        param["lr"] = lr
+    if not isinstance(optimizer, str) and param and callable(getattr(optimizer, "update", None)):
+        raise ValueError("train: an optimizer object keeps its own lr and parameters; "
+                         "give lr/optimizer_param with an optimizer name instead")
+    optimizer = make_optimizer(optimizer, **param)
+    return optimizer, getattr(optimizer, "lr", None)
 
 
 class _BatchDrawer:

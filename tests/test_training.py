@@ -13,6 +13,7 @@ import pytest
 from conftest import real_data_dir
 
 import minidl
+import minidl.optimizer
 from minidl import _fused, _sparse, training
 from minidl.backend import ops, use_simd
 from minidl.engine.runner import StepRunner
@@ -433,3 +434,43 @@ def test_a_callback_that_changes_the_network_switches_to_the_plain_loop(rng):
                      on_epoch=lambda i, h, box=box: insert(i, h, box))
         runs.append((box[0], hist, np.random.get_state()[1].copy()))
     assert_same_run(*runs, {"rtol": 1e-9, "atol": 1e-11})
+
+
+@pytest.mark.parametrize("name", ["SGD", "momentum", "Nesterov", "AdaGrad", "RMSprop", "adam"])
+def test_the_books_optimizers_by_name_follow_the_plain_loop(name, rng):
+    x, t = data(rng, n=90, k=40)
+    param = {"lr": 0.01} if name.lower() in ("adam", "rmsprop", "adagrad") else {"lr": 0.1}
+    make = lambda: MultiLayerNet(40, [20, 10], 5)
+    np.random.seed(2)
+    assert ops().step_runner(make(), x, t, minidl.optimizer.make_optimizer(name, **param))[0]
+    runs = both(make, x, t, x, t, optimizer=name, optimizer_param=param, batch_size=10,
+                iters=50)
+    assert_same_run(*runs, {"rtol": 1e-9, "atol": 1e-11})
+    np.random.seed(7)
+    untrained = make()
+    assert not np.allclose(runs[1][0].params["W1"], untrained.params["W1"])  # it was updated
+
+
+def test_train_lr_goes_to_the_named_optimizer_and_bad_arguments_are_refused(rng):
+    x, t = data(rng, n=40, k=40)
+    runs = both(lambda: TwoLayerNet(40, 10, 5), x, t, optimizer="momentum", lr=0.05,
+                batch_size=10, iters=8)
+    ref = both(lambda: TwoLayerNet(40, 10, 5), x, t, optimizer="momentum",
+               optimizer_param={"lr": 0.05}, batch_size=10, iters=8)
+    assert runs[1][1].train_loss == ref[1][1].train_loss
+    from minidl.optimizer import Adam
+
+    with pytest.raises(ValueError, match="unknown optimizer"):
+        train(TwoLayerNet(40, 10, 5), x, t, optimizer="adamw", iters=1)
+    with pytest.raises(ValueError, match="twice"):
+        train(TwoLayerNet(40, 10, 5), x, t, optimizer="sgd", lr=0.1,
+              optimizer_param={"lr": 0.2}, iters=1)
+    with pytest.raises(ValueError, match="own lr"):
+        train(TwoLayerNet(40, 10, 5), x, t, optimizer=Adam(), lr=0.1, iters=1)
+    with pytest.raises(ValueError, match="optimizer_param without"):
+        train(TwoLayerNet(40, 10, 5), x, t, optimizer_param={"lr": 0.1}, iters=1)
+    for bad in (-1.0, float("nan"), "0.1", True):
+        with pytest.raises(ValueError, match="lr"):
+            train(TwoLayerNet(40, 10, 5), x, t, lr=bad, iters=1)
+    with pytest.raises(ValueError, match="lr"):
+        train(TwoLayerNet(40, 10, 5), x, t, optimizer="adam", lr=-1, iters=1)

@@ -69,7 +69,7 @@ class StepRunner:
             raise _Refused(stack)
         self.network, self.stack = network, stack
         self.optimizer = optimizer
-        self.lr = float(lr)
+        self.lr = None if lr is None else float(lr)  # (the course's SGD: no optimizer)
         self.num_threads = num_threads or backend.STEP_THREADS
         self._check_kernels_take()
         self.x, self.labels, self.lists = self._prepare("training data", x_train, t_train, True)
