@@ -1,17 +1,17 @@
 """Convolution and pooling on minidl's kernels (``minidl._conv``) and NumPy's BLAS.
 
 ``ConvCythonOps`` overrides ``ConvNumpyOps`` (the book's im2col code) for
-``CythonOps``. The convolution is the book's matrix product without its
-transposes: ``_conv.unfold`` lays each image's windows out as columns
-(C*FH*FW, out_h*out_w), plus a row of ones, so that ``np.matmul([W | b], col)``
-gives the output with its bias directly in the book's (N, FN, out_h, out_w)
-layout, one BLAS product per image inside NumPy's batched matmul; ``dW`` and
-``db`` are the same products transposed, and ``dx`` goes back through
-``_conv.fold``. Max pooling reads the images directly.
+``CythonOps``. The convolution is the book's matrix product, transposed:
+``_conv.unfold`` lays every window of the batch out as a column (C*FH*FW,
+N*out_h*out_w), one ``W.reshape(FN, -1) @ col`` computes all of it, and
+``_conv.images_from_product`` cuts the product's rows into the book's
+(N, FN, out_h, out_w) images with the bias added. Backward, the output's
+gradient goes back to the product's layout (``db`` summed on the way) for one
+product each for ``dW`` and the windows' gradient, which ``_conv.fold`` adds
+back into the input's. Max pooling reads the images directly.
 
-Each method checks the buffers it hands a kernel (C-contiguous, one dtype,
-the shapes the geometry gives) right before the call; the kernels check the
-geometry again and run without bounds checks.
+Each method hands the kernels C-contiguous arrays of one dtype; the kernels
+check the buffers' shapes against the geometry and run without bounds checks.
 """
 
 from __future__ import annotations
@@ -61,30 +61,28 @@ class ConvCythonOps(ConvNumpyOps):
     def conv_forward(self, x, W, b, stride, pad, out_h, out_w, state):
         x = _c(x)
         FN, C, FH, FW = W.shape
-        N, K = x.shape[0], C * FH * FW
-        # each image's windows as columns, and a row of ones that carries the bias
-        col = _buffer(state, "col", (N, K + 1, out_h * out_w), x.dtype)
-        _conv.unfold(x, FH, FW, stride, pad, col, out_h, out_w, NUM_THREADS, True)
-        W_b = np.empty((FN, K + 1), dtype=x.dtype)  # [W | b]
-        W_b[:, :K] = W.reshape(FN, K)
-        W_b[:, K] = b
-        out = np.matmul(W_b, col)  # (N, FN, out_h*out_w): image n is [W | b] @ col[n]
+        N, K, P = x.shape[0], C * FH * FW, out_h * out_w
+        col = _buffer(state, "col", (K, N * P), x.dtype)  # every window, one column each
+        _conv.unfold(x, FH, FW, stride, pad, col, out_h, out_w, NUM_THREADS)
+        prod = _buffer(state, "prod", (FN, N * P), x.dtype)
+        np.matmul(_c(W.reshape(FN, K)), col, out=prod)  # the whole convolution, one product
+        out = np.empty((N, FN, P), dtype=x.dtype)
+        _conv.images_from_product(prod, _c(b), out, NUM_THREADS)
         state["x_shape"] = x.shape
         return out.reshape(N, FN, out_h, out_w)
 
     def conv_backward(self, dout, W, stride, pad, out_h, out_w, need_dx, state):
         FN, C, FH, FW = W.shape
         col = state["col"]
-        N, K = col.shape[0], C * FH * FW
-        dout = dout.reshape(N, FN, out_h * out_w)
-        # sum over images of dout[n] @ col[n].T = [dW | db] (the ones row gives db)
-        dW_b = np.matmul(dout, col.transpose(0, 2, 1)).sum(axis=0)
-        dW = np.ascontiguousarray(dW_b[:, :K]).reshape(FN, C, FH, FW)
-        db = dW_b[:, K].copy()
+        K, NP = col.shape
+        dprod = _buffer(state, "prod", (FN, NP), col.dtype)  # forward's product is done with
+        db = np.empty(FN, dtype=col.dtype)
+        _conv.product_from_images(_c(dout.reshape(NP // (out_h * out_w), FN, -1)), dprod, db)
+        dW = np.matmul(dprod, col.T).reshape(FN, C, FH, FW)
         dx = None
         if need_dx:
-            dcol = _buffer(state, "dcol", (N, K, out_h * out_w), col.dtype)
-            np.matmul(W.reshape(FN, K).T, dout, out=dcol)
+            dcol = _buffer(state, "dcol", (K, NP), col.dtype)
+            np.matmul(_c(W.reshape(FN, K)).T, dprod, out=dcol)
             dx = np.empty(state["x_shape"], dtype=col.dtype)
             _conv.fold(dcol, FH, FW, stride, pad, dx, out_h, out_w, NUM_THREADS)
         return dx, dW, db

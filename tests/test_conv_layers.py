@@ -230,14 +230,14 @@ def test_backward_checks_dout_and_arg_max(backend, rng):
 def test_the_kernels_refuse_buffers_that_do_not_fit(rng):
     x = np.zeros((1, 1, 4, 4))
     with pytest.raises(ValueError, match="expected"):
-        _conv.unfold(x, 3, 3, 1, 0, np.zeros((1, 9, 3)), 2, 2)
+        _conv.unfold(x, 3, 3, 1, 0, np.zeros((9, 3)), 2, 2)
     with pytest.raises(ValueError, match="do not give"):
         _conv.im2col(x, 3, 3, 1, 0, np.zeros((9, 9)), 3, 3)
     with pytest.raises(ValueError, match="outside"):
         _conv.maxpool_backward(np.zeros((1, 1, 2, 2)), np.array([0, 1, 4, 0]), 2, 2, 2, 0,
                                np.zeros((1, 1, 4, 4)))
     with pytest.raises(ValueError):  # dtypes must agree
-        _conv.unfold(x, 3, 3, 1, 0, np.zeros((1, 9, 4), dtype=np.float32), 2, 2)
+        _conv.unfold(x, 3, 3, 1, 0, np.zeros((9, 4), dtype=np.float32), 2, 2)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -247,20 +247,36 @@ def test_unfold_and_fold_are_the_books_im2col_transposed(case, dtype, rng):
     x = rng.standard_normal(x_shape).astype(dtype)
     N, _, H, W = x_shape
     oh, ow = (H + 2 * pad - FH) // stride + 1, (W + 2 * pad - FW) // stride + 1
-    col = np.empty((N, C * FH * FW, oh * ow), dtype=dtype)
+    col = np.full((C * FH * FW, N * oh * ow), np.nan, dtype=dtype)
     _conv.unfold(x, FH, FW, stride, pad, col, oh, ow)
     book_col = ConvNumpyOps().im2col(x, FH, FW, stride, pad, oh, ow)
-    np.testing.assert_array_equal(col, book_col.reshape(N, oh * ow, -1).transpose(0, 2, 1))
+    np.testing.assert_array_equal(col, book_col.T)
     c = rng.standard_normal(col.shape).astype(dtype)
-    img = np.empty(x_shape, dtype=dtype)
+    img = np.full(x_shape, np.nan, dtype=dtype)
     _conv.fold(c, FH, FW, stride, pad, img, oh, ow)
-    expected = ConvNumpyOps().col2im(c.transpose(0, 2, 1).reshape(N * oh * ow, -1), x_shape,
-                                     FH, FW, stride, pad, oh, ow)
+    expected = ConvNumpyOps().col2im(np.ascontiguousarray(c.T), x_shape, FH, FW, stride, pad,
+                                     oh, ow)
     np.testing.assert_array_equal(img, expected)  # the same sums in the same order
-    with_ones = np.full((N, C * FH * FW + 1, oh * ow), np.nan, dtype=dtype)
-    _conv.unfold(x, FH, FW, stride, pad, with_ones, oh, ow, 1, True)  # the bias row
-    np.testing.assert_array_equal(with_ones[:, :-1], col)
-    np.testing.assert_array_equal(with_ones[:, -1], 1)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_the_product_layout_and_the_images_layout(dtype, rng):
+    N, FN, P = 3, 4, 5
+    prod = rng.standard_normal((FN, N * P)).astype(dtype)
+    b = rng.standard_normal(FN).astype(dtype)
+    out = np.empty((N, FN, P), dtype=dtype)
+    _conv.images_from_product(prod, b, out)
+    expected = prod.reshape(FN, N, P).transpose(1, 0, 2) + b.reshape(FN, 1)
+    np.testing.assert_array_equal(out, expected)
+    back = np.empty_like(prod)
+    db = np.empty(FN, dtype=dtype)
+    _conv.product_from_images(out, back, db)
+    np.testing.assert_array_equal(back, prod + np.repeat(b, N * P).reshape(FN, N * P))
+    np.testing.assert_allclose(db, out.sum(axis=(0, 2)), rtol=RTOL[np.dtype(dtype)])
+    with pytest.raises(ValueError, match="do not match"):
+        _conv.images_from_product(prod, b[:2], out)
+    with pytest.raises(ValueError, match="do not match"):
+        _conv.product_from_images(out, np.empty((FN, 3), dtype=dtype), db)
 
 
 def test_layers_run_on_the_numpy_backend_without_kernels(monkeypatch, rng):
@@ -269,7 +285,7 @@ def test_layers_run_on_the_numpy_backend_without_kernels(monkeypatch, rng):
     minidl.set_backend("numpy")
     try:
         for name in ("unfold", "fold", "im2col", "col2im", "maxpool_forward",
-                     "maxpool_backward"):
+                     "maxpool_backward", "images_from_product", "product_from_images"):
             monkeypatch.setattr(_conv, name, None)
         x = rng.standard_normal((1, 1, 6, 6))
         conv = Convolution(rng.standard_normal((2, 1, 3, 3)), np.zeros(2))
