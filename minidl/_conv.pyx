@@ -9,22 +9,21 @@ FH x FW window of the (zero-padded) input into a row, so that
 ``col @ W.reshape(FN, -1).T`` is the convolution, in (N, out_h, out_w, FN)
 order, which the book then transposes to (N, FN, out_h, out_w).
 
-The layers here keep the one product and move the transposes to where they
-are cheap. ``unfold`` writes every window of the batch as a *column*, ``col``
-of shape (C*FH*FW, N*out_h*out_w) (the book's ``im2col`` transposed), so that
-``W.reshape(FN, -1) @ col`` is the whole convolution in one BLAS call, rows
-by filter; ``images_from_product`` cuts those rows into the book's
+The layers here keep the product and move the transposes to where they are
+cheap. ``unfold`` writes every window of a group of images as a *column*,
+``col`` of shape (C*FH*FW, n*out_h*out_w) (the book's ``im2col`` transposed), so
+that ``W.reshape(FN, -1) @ col`` is the group's whole convolution in one BLAS
+call, rows by filter; ``images_from_product`` cuts those rows into the book's
 (N, FN, out_h, out_w) images and adds the bias in the same pass, and
 ``product_from_images`` is the way back for the backward products (``dW`` and
-the input's gradient, each one call), with ``db`` summed on the way. One large
-product rather than one per image: NumPy's batched ``matmul`` makes N small BLAS
-calls, between which OpenBLAS's threads spin: on a busy two-core machine a
-DeepConvNet forward pass of 500 images took 30 s that way, against the book's
-24 s and 3.4 s with one product per layer.
-``fold`` is ``unfold``'s adjoint (the book's ``col2im`` for that layout): it
-adds the columns back into the images. ``im2col`` / ``col2im`` are the book's
-own layout, for ``minidl.util``. ``maxpool_forward`` / ``maxpool_backward``
-read and write the images directly instead of going through ``im2col``.
+the windows' gradient), with ``db`` summed on the way. A group's products are
+large, not one per image: NumPy's batched ``matmul`` makes a small BLAS call per
+image, between which OpenBLAS's threads spin, and on a busy two-core machine a
+DeepConvNet forward pass of 500 images took 30 s that way (the book's: 24 s).
+``fold`` is ``unfold``'s adjoint (the book's ``col2im`` for that layout): it adds
+the columns back into the images. ``im2col`` / ``col2im`` are the book's own
+layout, for ``minidl.util``. ``maxpool_forward`` / ``maxpool_backward`` read and
+write the images directly instead of going through ``im2col``.
 
 Exactness. Copies are exact. Where windows overlap, ``col2im``, ``fold`` and
 ``maxpool_backward`` add a pixel's contributions in the book's order (its

@@ -294,3 +294,21 @@ def test_layers_run_on_the_numpy_backend_without_kernels(monkeypatch, rng):
         conv.backward(pool.backward(np.ones_like(out)))
     finally:
         minidl.set_backend(before)
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 3000])
+def test_convolution_in_groups_of_images_is_the_same(monkeypatch, chunk_bytes, rng):
+    # the compiled layer works on groups of images (CHUNK_BYTES): groups of one, of a few
+    import minidl._conv_cython as conv_cython
+
+    if minidl.get_backend() != "cython":
+        pytest.skip("the compiled backend is not selected")
+    monkeypatch.setattr(conv_cython, "CHUNK_BYTES", chunk_bytes)
+    x, _, _, ours, theirs = conv_pair((5, 2, 7, 7), (3, 2, 3, 3), 1, 1, np.float64, rng)
+    out = ours.forward(x)
+    close(out, theirs.forward(x), np.float64, np.abs(out).max())
+    dout = rng.standard_normal(out.shape)
+    dx = ours.backward(dout)
+    close(dx, theirs.backward(dout), np.float64, np.abs(dx).max())
+    close(ours.dW, theirs.dW, np.float64, np.abs(theirs.dW).max())
+    close(ours.db, theirs.db, np.float64, np.abs(theirs.db).max())
