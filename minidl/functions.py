@@ -107,7 +107,7 @@ def weight_decay_loss(weights, weight_decay_lambda):
             weight_decay += 0.5 * weight_decay_lambda * np.sum(W ** 2)
         else:
             # 0 * sum(W ** 2) is 0, or NaN once the weights overflow (a diverged
-            # network's loss is NaN in the book): the dot product says which,
+            # network's loss is NaN in the book): the sum of products says which,
             # without squaring W into a temporary
             weight_decay += 0.0 * _sum_of_squares(W)
     return weight_decay
@@ -116,4 +116,6 @@ def weight_decay_loss(weights, weight_decay_lambda):
 def _sum_of_squares(W):
     flat = W.reshape(-1)
     with np.errstate(over="ignore", invalid="ignore"):  # (the product is only multiplied by 0)
-        return np.dot(flat, flat)
+        # einsum's own loop, not np.dot: BLAS would wake its threads for every loss
+        # (on a busy 2-core machine that made a small network's loss 10x slower)
+        return np.einsum("i,i->", flat, flat)
