@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import _extend_numgrad
 from ._atomic import atomic_write
 from ._model_file import FORMAT_VERSION, ModelFile
 from ._serial import lock_of, network_state, serialized
@@ -421,15 +422,26 @@ class MultiLayerNetExtend(_LayerNet):
         return correct / float(x.shape[0])
 
     @serialized
-    def numerical_gradient(self, x, t, method="generic"):
-        """The book's loop: central differences of ``loss(x, t, train_flg=True)``, h = 1e-4.
+    def numerical_gradient(self, x, t, method="auto"):
+        """Central differences of ``loss(x, t, train_flg=True)`` for every entry, h = 1e-4.
 
-        Keys in the book's order (W1, b1, gamma1, beta1, W2, ...). ``method``
-        exists for ``gradient_check``: only the generic loop serves this network.
+        Keys in the book's order (W1, b1, gamma1, beta1, W2, ...).
+        ``method='generic'`` runs the book's loop below (two evaluations of the
+        loss per entry); 'auto' (default) computes the same numbers from one
+        cached forward pass (``minidl._extend_numgrad``), and leaves the
+        BatchNorm layers' running statistics as the loop does, when the network
+        is float64, without Dropout (whose masks the loop redraws at every
+        evaluation) and as built; 'fast' insists on the cached pass.
         """
-        if method not in ("auto", "generic"):
-            raise ValueError(f"{type(self).__name__}.numerical_gradient: only the generic loop "
-                             f"serves Dropout and BatchNorm networks, got method={method!r}")
+        if method not in ("auto", "fast", "generic"):
+            raise ValueError(f"numerical_gradient: method must be 'auto', 'fast' or "
+                             f"'generic', got {method!r}")
+        if method != "generic":
+            problem = _extend_numgrad.problem(self)
+            if problem is None:
+                return _extend_numgrad.numerical_gradient(self, x, t)
+            if method == "fast":
+                raise ValueError(f"numerical_gradient(method='fast'): {problem}")
         loss_W = lambda W: self.loss(x, t, train_flg=True)
 
         grads = {}

@@ -251,8 +251,6 @@ def test_extend_backprop_agrees_with_numerical_gradient(case, rng):
         np.testing.assert_allclose(backprop[key], numerical[key], atol=1e-6, err_msg=key)
     report = minidl.gradient.gradient_check(net, x, t)
     assert report.numerical_method == "generic"
-    with pytest.raises(ValueError, match="only the generic loop"):
-        net.numerical_gradient(x, t, method="fast")
 
 
 @pytest.mark.parametrize("case", list(EXTEND_CASES))
@@ -347,3 +345,60 @@ def test_extend_damaged_running_statistics_are_refused(tmp_path, rng):
     net.save(tmp_path / "bad.npz")
     with pytest.raises(ValueError, match=r"BatchNorm1.running_var has shape \(7,\)"):
         load_network(tmp_path / "bad.npz")
+
+
+# -- the cached-pass numerical gradient of MultiLayerNetExtend ------------------------------
+
+@pytest.mark.parametrize(("kwargs", "n"), [
+    ({"use_batchnorm": True}, 1),  # batch_norm_gradient_check.py's batch of one
+    ({"use_batchnorm": True, "activation": "sigmoid", "weight_decay_lambda": 0.1}, 6),
+    ({"weight_decay_lambda": 0.3}, 5),
+])
+def test_extend_cached_numerical_gradient_is_the_books_loop(kwargs, n, rng):
+    from minidl import _extend_numgrad
+
+    x, t = batch(rng, n=n, width=12, classes=10, one_hot=True)
+    np.random.seed(8)
+    ours = MultiLayerNetExtend(12, [20, 30], 10, **kwargs)
+    np.random.seed(8)
+    book = book_ch6.MultiLayerNetExtend(12, [20, 30], 10, **kwargs)
+    assert _extend_numgrad.problem(ours) is None  # the cached pass serves it
+    ours.gradient(x, t)
+    book.gradient(x, t)
+    grads, expected = ours.numerical_gradient(x, t), book.numerical_gradient(x, t)
+    assert_grads(grads, expected, rtol=1e-7, atol=1e-9)
+    # what the book's loop leaves: running statistics moved by its passes, the last caches
+    for name, layer in ours.layers.items():
+        if name.startswith("BatchNorm"):
+            np.testing.assert_allclose(layer.running_mean, book.layers[name].running_mean,
+                                       rtol=1e-12, atol=1e-14)
+            np.testing.assert_allclose(layer.running_var, book.layers[name].running_var,
+                                       rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(ours.last_layer.y, book.last_layer.y, rtol=1e-12, atol=1e-15)
+    generic = ours.numerical_gradient(x, t, method="generic")
+    assert_grads(grads, generic, rtol=1e-7, atol=1e-9)
+
+
+def test_extend_numerical_gradient_methods(rng):
+    x, t = batch(rng, n=4, width=12, classes=10)
+    with pytest.raises(ValueError, match="method='fast'.*Dropout draws a new mask"):
+        MultiLayerNetExtend(12, [20], 10, use_dropout=True).numerical_gradient(
+            x, t, method="fast")
+    with pytest.raises(ValueError, match="method='fast'.*too few unperturbed passes"):
+        MultiLayerNetExtend(12, [3], 2, use_batchnorm=True).numerical_gradient(
+            x, t % 2, method="fast")
+    with pytest.raises(ValueError, match="method='fast'.*float32"):
+        MultiLayerNetExtend(12, [20], 10, dtype=np.float32).numerical_gradient(
+            x, t, method="fast")
+    with pytest.raises(ValueError, match="method must be"):
+        MultiLayerNetExtend(12, [20], 10).numerical_gradient(x, t, method="quick")
+    net = MultiLayerNetExtend(12, [20], 10)
+    net.layers["Extra"] = minidl.layers.Relu()  # a layer added by hand: the loop serves it
+    with pytest.raises(ValueError, match="not the ones it built"):
+        net.numerical_gradient(x, t, method="fast")
+    # an activation swapped by hand is computed as it is
+    np.random.seed(3)
+    net = MultiLayerNetExtend(12, [20], 10)
+    net.layers["Activation_function1"] = minidl.layers.Sigmoid()
+    assert_grads(net.numerical_gradient(x, t), net.numerical_gradient(x, t, method="generic"),
+                 rtol=1e-7, atol=1e-9)
