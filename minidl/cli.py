@@ -301,6 +301,26 @@ def _converter_for(name: str, kind, minimum):
     return convert
 
 
+def _jobs(text: str):
+    from .experiments.distributed import parse_jobs
+
+    try:
+        return parse_jobs(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).replace("jobs must be", "must be")) from None
+
+
+def _add_parallel_options(p: argparse.ArgumentParser) -> None:
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--jobs", "-j", type=_jobs, default=None, metavar="N",
+                       help="run N runs at once on a local Dask cluster, 'auto': one per "
+                            "usable core (default: one after another; needs "
+                            "minidl[distributed])")
+    where.add_argument("--scheduler", metavar="ADDRESS", default=None,
+                       help="send the runs to a running Dask scheduler, e.g. "
+                            "tcp://127.0.0.1:8786 (files are still written here)")
+
+
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     """Options of a run that are not part of its configuration."""
     p.add_argument("--out", metavar="DIR", default=None,
@@ -339,6 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
                             epilog=COMPARE_EXAMPLES, formatter_class=_Formatter)
     _add_config_options(p, "compare")
     _add_run_options(p)
+    _add_parallel_options(p)
     p.set_defaults(func=_cmd_compare)
 
     p = commands.add_parser("search", help="the book's random search of lr and weight decay",
@@ -352,6 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_options(p, "search", like="train", skip=("lr", "weight_decay"), **BOOK_SEARCH)
     _add_search_options(p)
     _add_run_options(p)
+    _add_parallel_options(p)
     p.set_defaults(func=_cmd_search)
 
     p = commands.add_parser(
@@ -412,7 +434,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
                    (v[0] if isinstance(v, list) else v)) for k, v in options.items()}
     out = Path(args.out) if args.out else new_run_dir("compare")
     table = compare(out=out, progress=False if args.quiet else None, verbose=not args.quiet,
-                    keep_going=args.keep_going, overwrite=args.overwrite, **options)
+                    keep_going=args.keep_going, overwrite=args.overwrite, jobs=args.jobs,
+                    scheduler=args.scheduler, **options)
     print()
     print(table.to_markdown(), end="")
     print(f"\nwrote {out}/: comparison.md, comparison.csv, comparison.json, comparison.png, "
@@ -434,7 +457,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
                    weight_decay=tuple(args.weight_decay), validation=args.validation,
                    train_size=args.train_size or None, top=args.top, out=out,
                    progress=False if args.quiet else None, verbose=not args.quiet,
-                   keep_going=args.keep_going, overwrite=args.overwrite)
+                   keep_going=args.keep_going, overwrite=args.overwrite, jobs=args.jobs,
+                   scheduler=args.scheduler)
     print()
     print(table.to_markdown(), end="")
     print(f"\nwrote {out}/: search.md, search.csv, search.json, search.png, trials/")
@@ -534,6 +558,7 @@ def main(argv: list[str] | None = None) -> int:
         reason = _one_line(exc) if str(exc).strip() else "Python could not allocate memory"
         print(f"minidl: error: not enough memory: {reason}", file=sys.stderr)
         return EXIT_USAGE
-    except (ValueError, TypeError, OSError) as exc:
+    except (ValueError, TypeError, OSError, ImportError) as exc:
+        # ImportError: --jobs/--scheduler without Dask (the message says what to install)
         print(f"minidl: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE

@@ -134,3 +134,50 @@ def test_search_command_prints_the_books_lines(tmp_path, capsys):
     assert "=========== Hyper-Parameter Optimization Result ===========" in out
     assert "Best-1(val acc:" in out and "Best-2" not in out
     assert "| rank | trial |" in out
+
+
+# -- optimizers ---------------------------------------------------------------------------------
+
+
+def test_optimizers_take_the_books_default_learning_rate():
+    assert ExperimentConfig().lr == 0.1 and ExperimentConfig().optimizer is None  # the course
+    assert ExperimentConfig(optimizer="adam").lr == 0.001
+    assert ExperimentConfig(optimizer="SGD").lr == 0.01 and ExperimentConfig(optimizer="sgd",
+                                                                             lr=0.5).lr == 0.5
+    with pytest.raises(ValueError, match="unknown optimizer 'adamw'; choose from sgd"):
+        ExperimentConfig(optimizer="adamw")
+
+
+def test_a_run_with_an_optimizer_is_the_books_update():
+    from minidl import optimizer as book
+    from minidl import training
+    from minidl.datasets import load_dataset
+
+    result = run_experiment(**QUICK, optimizer="momentum", progress=False, verbose=False)
+    (x, t), (xt, tt) = load_dataset("mnist-mini")
+    np.random.seed(1211)
+    net = MultiLayerNet(784, [10], 10, weight_init_std=0.01)
+    expected = training.train(net, x, t, xt, tt, optimizer=book.Momentum(lr=0.01),
+                              batch_size=500, iters=5)
+    np.testing.assert_allclose(result.history.train_loss, expected.train_loss, rtol=1e-10)
+    assert "momentum" in result.metrics["network"]["description"]
+
+
+def test_the_books_optimizer_comparison_in_one_command(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    assert main(["compare", "--dataset", "mnist-mini", "--hidden", "10", "--iters", "3",
+                 "--optimizer", "sgd", "momentum", "adagrad", "adam", "--quiet",
+                 "--out", str(out)]) == 0
+    record = json.loads((out / "comparison.json").read_text())
+    assert record["varied"] == ["optimizer", "lr"]  # each optimizer's own default lr
+    assert [(r["optimizer"], r["lr"]) for r in record["rows"]] == [
+        ("sgd", 0.01), ("momentum", 0.01), ("adagrad", 0.01), ("adam", 0.001)]
+    assert (out / "comparison.png").exists()
+
+
+@pytest.mark.parametrize("args", [["train", "--optimizer", "adamw"],
+                                  ["compare", "--optimizer", "sgd", "bogus"]])
+def test_unknown_optimizers_are_one_line(args, capsys):
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "--optimizer" in err and "invalid choice" in err

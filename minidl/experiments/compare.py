@@ -12,7 +12,7 @@ import os
 from collections.abc import Iterable
 from typing import Any
 
-from . import records, sweep
+from . import distributed, records, sweep
 from . import run as run_module
 from .config import ExperimentConfig, alternatives, config_from, field_names, format_value
 
@@ -134,7 +134,8 @@ def expand_configs(options: dict) -> tuple[list[ExperimentConfig], list[str]]:
         config = ExperimentConfig(**dict(zip(names, combo)))
         if config not in configs:
             configs.append(config)
-    return configs, _varied(configs, names)
+    # a field that follows from another (each optimizer's default lr) is shown too
+    return configs, _varied(configs, [*names, *(n for n in field_names() if n not in names)])
 
 
 def _varied(configs: list[ExperimentConfig], names: Iterable[str] | None = None) -> list[str]:
@@ -189,6 +190,7 @@ def _table(results: list, varied: list[str]) -> ComparisonTable:
 def compare(configs: Iterable[ExperimentConfig | dict] | None = None, /, *,
             out: str | os.PathLike | None = None, progress: bool | None = None,
             verbose: bool = True, keep_going: bool = False, overwrite: bool = False,
+            jobs: int | str | None = None, scheduler: str | None = None, client=None,
             **options) -> ComparisonTable:
     """Train several configurations one after another and tabulate them.
 
@@ -208,7 +210,12 @@ def compare(configs: Iterable[ExperimentConfig | dict] | None = None, /, *,
     ``RunResult``. Values and sizes are checked before anything trains; a run
     that fails while training (not enough memory, say) is a row with its
     reason, and the others go on; a run whose loss diverges stops there unless
-    ``keep_going``. On Ctrl-C the table of the runs so far is written, and the
+    ``keep_going``.
+    ``jobs``: run N at once on a local Dask cluster ('auto': the usable
+    cores); ``scheduler`` (an address such as 'tcp://host:8786') or ``client``
+    (a ``dask.distributed.Client``): on an existing one. The results and their
+    order are the serial ones; the files are written here, not by the workers.
+    On Ctrl-C the table of the runs so far is written, and the
     ``KeyboardInterrupt`` is re-raised with ``.table`` and ``.out``.
     """
     try:
@@ -221,6 +228,7 @@ def compare(configs: Iterable[ExperimentConfig | dict] | None = None, /, *,
             varied = _varied(configs)
         else:
             configs, varied = expand_configs(options)
+        jobs = distributed.parse_jobs(jobs)
     except (ValueError, TypeError) as exc:
         raise exc.with_traceback(None) from None  # the message names the option
 
@@ -246,7 +254,8 @@ def compare(configs: Iterable[ExperimentConfig | dict] | None = None, /, *,
             tasks.append(sweep.Task(config, data[run_module.data_key(config)], label, run_out))
         try:
             results = sweep.run_tasks(tasks, progress=progress, verbose=verbose,
-                                      keep_going=keep_going)
+                                      keep_going=keep_going, jobs=jobs, scheduler=scheduler,
+                                      client=client)
         except KeyboardInterrupt as exc:
             results = exc.results
             table = _table(results, varied)

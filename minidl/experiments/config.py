@@ -174,6 +174,18 @@ def parse_switch(text: str) -> bool:
     raise ValueError(f"{text!r} is not on or off")
 
 
+# the book's defaults (common/optimizer.py); without an optimizer, the course's SGD at 0.1
+OPTIMIZER_NAMES = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam")
+DEFAULT_LR = {None: 0.1, "sgd": 0.01, "momentum": 0.01, "nesterov": 0.01, "adagrad": 0.01,
+              "rmsprop": 0.01, "adam": 0.001}
+
+
+def _check_optimizer(name, value):
+    if isinstance(value, str):
+        value = value.lower()
+    return _one_of(name, value, OPTIMIZER_NAMES, "optimizer")
+
+
 def _check_model(name, value):
     return _one_of(name, value, MODELS, "model")
 
@@ -272,8 +284,14 @@ class ExperimentConfig:
     activation: str = option(
         "relu", check=_check_activation, choices=_activations,
         help="activation of the hidden layers")
-    lr: float = option(
-        0.1, check=_positive_number, type=float, metavar="RATE", commands=TRAINING,
+    optimizer: str | None = option(
+        None, check=_check_optimizer, choices=OPTIMIZER_NAMES, nullable=True,
+        commands=TRAINING, shown_default="the course's SGD loop, params -= lr * grad",
+        help="the book's optimizer (minidl.optimizer), with its default learning rate unless "
+             "--lr")
+    lr: float | None = option(
+        None, check=_positive_number, type=float, metavar="RATE", commands=TRAINING,
+        nullable=True, shown_default="0.1; with --optimizer, the book's default for it",
         help="learning rate")
     batch_size: int = option(
         100, check=lambda name, v: _integer(name, v, 1), type=int, metavar="N",
@@ -319,6 +337,8 @@ class ExperimentConfig:
                     continue
                 # frozen: normalise through object.__setattr__
                 object.__setattr__(self, f.name, f.option.check(f.name, value))
+            if self.lr is None:  # the optimizer's own default
+                object.__setattr__(self, "lr", DEFAULT_LR[self.optimizer])
             if self.iters is not None and self.epochs is not None:
                 raise ValueError("give iters or epochs, not both")
             if self.model == "convnet":
@@ -432,7 +452,8 @@ def architecture(config: ExperimentConfig, n_features: int | str, n_classes: int
     if config.model == "convnet":
         return f"conv 30x5x5 - relu - pool 2x2 - {config.hidden[0]} - relu - {n_classes}"
     sizes = "-".join(str(s) for s in (n_features, *config.hidden, n_classes))
-    extras = [f"weight decay {config.weight_decay:g}"] if config.weight_decay else []
+    extras = [config.optimizer] if config.optimizer else []
+    extras += [f"weight decay {config.weight_decay:g}"] if config.weight_decay else []
     extras += [f"dropout {config.dropout:g}"] if config.dropout else []
     extras += ["batchnorm"] if config.batchnorm else []
     return " ".join([sizes, config.activation, *extras])

@@ -188,6 +188,15 @@ def build_network(config: ExperimentConfig, data: Data) -> MultiLayerNet | Simpl
                          **common)
 
 
+def make_optimizer(config: ExperimentConfig):
+    """The book's optimizer object for the run, or None for the course's SGD loop."""
+    if config.optimizer is None:
+        return None
+    from ..optimizer import make_optimizer as book_optimizer
+
+    return book_optimizer(config.optimizer, lr=config.lr)
+
+
 def _as_dtype(x: np.ndarray, dtype: str) -> np.ndarray:
     # float32 runs compute in float32 only if the images are float32 too; for float64,
     # NumPy's promotion of float32 images is exact, so the images are left as loaded.
@@ -204,8 +213,11 @@ class _Recorder:
 
     WRITE_INTERVAL = 5.0  # seconds between rewrites of metrics.json during training
 
+    STOP_CHECK = 100  # iterations between two calls of ``stop`` (a network call on Dask)
+
     def __init__(self, metrics: dict, out: Path | None, bar, verbose: bool, prefix: str,
-                 keep_going: bool = False):
+                 keep_going: bool = False, stop=None):
+        self.stop = stop
         self.metrics = metrics
         self.out = out
         self.bar = bar
@@ -220,6 +232,8 @@ class _Recorder:
             self.bar.update(1)
         if not math.isfinite(loss) and self.metrics.get("divergence") is None:
             self._diverged(i, loss)
+        if self.stop is not None and i % self.STOP_CHECK == 0 and self.stop():
+            raise Cancelled(f"cancelled at iteration {i}")
 
     def _diverged(self, i: int, loss: float) -> None:
         """Say once that the loss became non-finite; stop unless told to keep going."""
@@ -306,6 +320,10 @@ def say(line: str, file=None) -> None:
     _tqdm().write(line, file=file)  # above the progress bar when there is one
 
 
+class Cancelled(Exception):  # a run stopped on request, not an error in it
+    """A sweep's run stopped because the sweep was cancelled (Ctrl-C on the caller's side)."""
+
+
 class _Diverged(KeyboardInterrupt):
     """Stops the training loop at a non-finite loss.
 
@@ -338,7 +356,7 @@ def _make_bar(total: int, progress: bool | None, label: str):
 
 def _run(config: ExperimentConfig, data: Data, out: Path | None, *, progress: bool | None,
          verbose: bool, label: str = "", prefix: str = "", keep_going: bool = False,
-         full: bool = True) -> RunResult:
+         full: bool = True, stop=None) -> RunResult:
     """Train ``config`` on already loaded ``data``; write to ``out`` (already prepared)."""
     started = datetime.now().astimezone()
     start_run = time.perf_counter()
@@ -368,12 +386,13 @@ def _run(config: ExperimentConfig, data: Data, out: Path | None, *, progress: bo
         "environment": env,
     }
     bar = _make_bar(iters, progress, label)
-    recorder = _Recorder(metrics, out, bar, verbose, prefix, keep_going)
+    recorder = _Recorder(metrics, out, bar, verbose, prefix, keep_going, stop)
     interrupt = diverged = None
     try:
         history = training.train(
             network, x_train, data.t_train, x_test, data.t_test,
-            lr=config.lr, batch_size=config.batch_size, iters=iters, grad=config.grad,
+            lr=config.lr, optimizer=make_optimizer(config), batch_size=config.batch_size,
+            iters=iters, grad=config.grad,
             on_epoch=recorder.on_epoch, on_iteration=recorder.on_iteration,
         )
     except _Diverged as exc:

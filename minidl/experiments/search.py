@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import records, sweep
+from . import distributed, records, sweep
 from . import run as run_module
 from .compare import ComparisonTable, status_text
 from .config import ExperimentConfig, config_from, format_value
@@ -126,7 +126,8 @@ def search(config: ExperimentConfig | dict | None = None, /, *, trials: int = 10
            weight_decay: tuple[float, float] = (1e-8, 1e-4), validation: float = 0.2,
            train_size: int | None = 500, top: int = 20, out: str | os.PathLike | None = None,
            progress: bool | None = None, verbose: bool = True, keep_going: bool = False,
-           overwrite: bool = False, **options) -> SearchResult:
+           overwrite: bool = False, jobs: int | str | None = None,
+           scheduler: str | None = None, client=None, **options) -> SearchResult:
     """The book's random search of learning rate and weight decay; returns a ``SearchResult``.
 
     ``config``/``options``: the network and its training, as ``run_experiment``
@@ -136,6 +137,10 @@ def search(config: ExperimentConfig | dict | None = None, /, *, trials: int = 10
     (None: all), ``validation``: the fraction of them held out. ``top``: how many
     of the best trials ``search.png`` plots and the book's closing lines list.
     ``out``: ``search.md``/``.csv``/``.json``/``.png`` and each trial's metrics.
+    ``jobs``: run N at once on a local Dask cluster ('auto': the usable
+    cores); ``scheduler`` (an address such as 'tcp://host:8786') or ``client``
+    (a ``dask.distributed.Client``): on an existing one. The results and their
+    order are the serial ones; the files are written here, not by the workers.
     On Ctrl-C the trials so far are written and the ``KeyboardInterrupt`` is
     re-raised with ``.table`` and ``.out``.
     """
@@ -152,6 +157,7 @@ def search(config: ExperimentConfig | dict | None = None, /, *, trials: int = 10
             raise ValueError(f"train_size must be an integer >= 2 or None, got {train_size!r}")
         if base.model == "convnet":
             raise ValueError("search: the book's search trains MultiLayerNet (model mlp)")
+        jobs = distributed.parse_jobs(jobs)
     except (ValueError, TypeError) as exc:
         raise exc.with_traceback(None) from None
 
@@ -181,7 +187,8 @@ def search(config: ExperimentConfig | dict | None = None, /, *, trials: int = 10
 
         try:
             results = sweep.run_tasks(tasks, progress=progress, verbose=False,
-                                      keep_going=keep_going, on_result=said)
+                                      keep_going=keep_going, on_result=said, jobs=jobs,
+                                      scheduler=scheduler, client=client)
         except KeyboardInterrupt as exc:
             results = exc.results
             table = _search_table(results)

@@ -34,8 +34,22 @@ class Task:
 
 def run_tasks(tasks: list[Task], *, progress: bool | None, verbose: bool, keep_going: bool,
               announce: bool = True,
-              on_result: Callable[[int, run_module.RunResult], None] | None = None) -> list:
-    """Train every task in order; return their ``RunResult`` (failed ones included)."""
+              on_result: Callable[[int, run_module.RunResult], None] | None = None,
+              jobs=None, scheduler: str | None = None, client=None) -> list:
+    """Train every task; return their ``RunResult`` in task order (failed ones included).
+
+    One after another, unless ``jobs`` (more than 1, or 'auto'), ``scheduler``
+    (a Dask scheduler's address) or ``client`` (a ``dask.distributed.Client``)
+    say to run them on Dask (``minidl.experiments.distributed``).
+    """
+    from . import distributed
+
+    n_jobs = distributed.parse_jobs(jobs)
+    if client is not None or scheduler is not None or (n_jobs or 1) > 1:
+        return distributed.run_on_dask(tasks, progress=progress, verbose=verbose,
+                                       keep_going=keep_going, jobs=n_jobs,
+                                       scheduler=scheduler, client=client,
+                                       on_result=on_result)
     results: list = []
     for k, task in enumerate(tasks, 1):
         if task.out is not None:
