@@ -188,15 +188,6 @@ def build_network(config: ExperimentConfig, data: Data) -> MultiLayerNet | Simpl
                          **common)
 
 
-def make_optimizer(config: ExperimentConfig):
-    """The book's optimizer object for the run, or None for the course's SGD loop."""
-    if config.optimizer is None:
-        return None
-    from ..optimizer import make_optimizer as book_optimizer
-
-    return book_optimizer(config.optimizer, lr=config.lr)
-
-
 def _as_dtype(x: np.ndarray, dtype: str) -> np.ndarray:
     # float32 runs compute in float32 only if the images are float32 too; for float64,
     # NumPy's promotion of float32 images is exact, so the images are left as loaded.
@@ -391,7 +382,7 @@ def _run(config: ExperimentConfig, data: Data, out: Path | None, *, progress: bo
     try:
         history = training.train(
             network, x_train, data.t_train, x_test, data.t_test,
-            lr=config.lr, optimizer=make_optimizer(config), batch_size=config.batch_size,
+            lr=config.lr, optimizer=config.optimizer, batch_size=config.batch_size,
             iters=iters, grad=config.grad,
             on_epoch=recorder.on_epoch, on_iteration=recorder.on_iteration,
         )
