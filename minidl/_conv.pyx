@@ -86,7 +86,9 @@ cdef void _unfold(
     for c in range(C):
         for ky in range(FH):
             for kx in range(FW):
-                ox0 = _first_inside(kx, S, P)
+                # a filter wider than the image (over the padding) can leave no output
+                # inside: ox0 then lies past OW, and the zeros below must stop at OW
+                ox0 = min(_first_inside(kx, S, P), OW)
                 ox1 = _end_inside(kx, S, P, W, OW)
                 if ox1 < ox0:
                     ox1 = ox0

@@ -174,14 +174,8 @@ class _ConvNet:
 
     def load_params(self, file_name="params.pkl"):
         """Read parameters saved by ``save_params``, or the book's pickled ones (safely)."""
-        params = read_params(file_name)
-        for key, val in params.items():
-            if key not in self.params:
-                raise ValueError(f"{file_name}: parameter {key} does not belong to this "
-                                 f"{type(self).__name__} (its parameters are {list(self.params)})")
-            if val.shape != self.params[key].shape:
-                raise ValueError(f"{file_name}: parameter {key} has shape {val.shape}, this "
-                                 f"network's has {self.params[key].shape}")
+        # names and shapes checked against this network's before any data is read
+        params = read_params(file_name, {k: v.shape for k, v in self.params.items()})
         for key, val in params.items():
             self.params[key] = val.astype(self.dtype)  # a new array, as the book assigns
 

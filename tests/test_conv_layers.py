@@ -20,6 +20,9 @@ CONV_CASES = [
     ((2, 4, 5, 5), (5, 4, 1, 1), 1, 0),
     ((1, 2, 8, 7), (3, 2, 4, 3), 2, 2),
     ((2, 1, 6, 6), (2, 1, 6, 6), 1, 0),   # one window per image
+    ((2, 1, 2, 1), (2, 1, 1, 5), 1, 2),   # a filter wider than the image, over the padding
+    ((1, 2, 3, 2), (2, 2, 3, 6), 2, 3),   # ... with stride 2: windows over the padding only
+    ((4, 3, 11, 13), (6, 3, 3, 5), 3, 2),  # stride 3, odd and unequal sizes
 ]
 
 # x shape, pool_h, pool_w, stride, pad
@@ -65,16 +68,25 @@ def test_convolution_is_the_books(backend, case, dtype, rng):
     close(ours.db, theirs.db, dtype, np.abs(theirs.db).max())
 
 
-def test_convolution_takes_non_contiguous_inputs_and_dout(backend, rng):
-    x_full = rng.standard_normal((3, 6, 9, 8))
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_convolution_takes_non_contiguous_inputs_and_dout(backend, dtype, rng):
+    x_full = rng.standard_normal((3, 6, 9, 8)).astype(dtype)
     x = x_full[::2, 1::2, :, ::-1]  # (2, 3, 9, 8), strided and reversed
-    W = rng.standard_normal((2, 4, 3, 3, 3))[:, 1]  # a non-contiguous W (2, 3, 3, 3)
-    b = rng.standard_normal(4)[::2]
+    W = rng.standard_normal((2, 4, 3, 3, 3)).astype(dtype)[:, 1]  # a non-contiguous W
+    b = rng.standard_normal(4).astype(dtype)[::2]
     ours, theirs = Convolution(W, b, 1, 1), book.Convolution(W, b, 1, 1)
-    close(ours.forward(x), theirs.forward(x), np.float64, 10)
-    dout = rng.standard_normal((2, 9, 8, 2)).transpose(0, 3, 1, 2)  # (2, 2, 9, 8), NHWC memory
-    close(ours.backward(dout), theirs.backward(dout), np.float64, 10)
-    close(ours.dW, theirs.dW, np.float64, 10)
+    out = ours.forward(x)
+    assert out.dtype == dtype
+    close(out, theirs.forward(x), dtype, 10)
+    dout = rng.standard_normal((2, 9, 8, 2)).astype(dtype).transpose(0, 3, 1, 2)  # NHWC memory
+    dx = ours.backward(dout)
+    assert dx.dtype == dtype
+    close(dx, theirs.backward(dout), dtype, 10)
+    close(ours.dW, theirs.dW, dtype, 10)
+    close(ours.db, theirs.db, dtype, 10)
+    # a batch of one taken from the middle of a batch, and a Fortran-ordered one
+    for x1 in (x_full[1:2, :3], np.asfortranarray(x_full[:1, 3:])):
+        close(ours.forward(x1), theirs.forward(x1), dtype, 10)
 
 
 def test_convolution_follows_numpy_promotion(backend, rng):
@@ -296,19 +308,100 @@ def test_layers_run_on_the_numpy_backend_without_kernels(monkeypatch, rng):
         minidl.set_backend(before)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("chunk_bytes", [1, 3000])
-def test_convolution_in_groups_of_images_is_the_same(monkeypatch, chunk_bytes, rng):
+def test_convolution_in_groups_of_images_is_the_same(monkeypatch, chunk_bytes, dtype, rng):
     # the compiled layer works on groups of images (CHUNK_BYTES): groups of one, of a few
     import minidl._conv_cython as conv_cython
 
     if minidl.get_backend() != "cython":
         pytest.skip("the compiled backend is not selected")
     monkeypatch.setattr(conv_cython, "CHUNK_BYTES", chunk_bytes)
-    x, _, _, ours, theirs = conv_pair((5, 2, 7, 7), (3, 2, 3, 3), 1, 1, np.float64, rng)
-    out = ours.forward(x)
-    close(out, theirs.forward(x), np.float64, np.abs(out).max())
-    dout = rng.standard_normal(out.shape)
-    dx = ours.backward(dout)
-    close(dx, theirs.backward(dout), np.float64, np.abs(dx).max())
-    close(ours.dW, theirs.dW, np.float64, np.abs(theirs.dW).max())
-    close(ours.db, theirs.db, np.float64, np.abs(theirs.db).max())
+    x, _, _, ours, theirs = conv_pair((5, 2, 7, 7), (3, 2, 3, 3), 1, 1, dtype, rng)
+    for _ in range(2):  # the second pass reuses the scratch buffers of the first
+        out = ours.forward(x)
+        close(out, theirs.forward(x), dtype, np.abs(out).max())
+        dout = rng.standard_normal(out.shape).astype(dtype)
+        dx = ours.backward(dout)
+        close(dx, theirs.backward(dout), dtype, np.abs(dx).max())
+        close(ours.dW, theirs.dW, dtype, np.abs(theirs.dW).max())
+        close(ours.db, theirs.db, dtype, np.abs(theirs.db).max())
+    # a smaller batch after a larger one: the buffers are not of the last call's size
+    x_small = x[:2]
+    close(ours.forward(x_small), theirs.forward(x_small), dtype, np.abs(out).max())
+
+
+def _geometry(x_shape, fh, fw, stride, pad):
+    _, _, H, W = x_shape
+    return (H + 2 * pad - fh) // stride + 1, (W + 2 * pad - fw) // stride + 1
+
+
+@pytest.mark.parametrize("n_threads", [2, 3])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_the_kernels_on_several_threads_are_the_same(n_threads, dtype, rng):
+    # the kernels share the images out between OpenMP threads (prange): each image's
+    # results must not depend on how many threads there are
+    x_shape, fh, fw, stride, pad = (5, 2, 7, 6), 3, 2, 1, 1
+    x = rng.standard_normal(x_shape).astype(dtype)
+    oh, ow = _geometry(x_shape, fh, fw, stride, pad)
+    ref = ConvNumpyOps()
+    rows = 2 * fh * fw
+    col1, coln = (np.empty((rows, 5 * oh * ow), dtype=dtype) for _ in range(2))
+    _conv.unfold(x, fh, fw, stride, pad, col1, oh, ow, 1)
+    _conv.unfold(x, fh, fw, stride, pad, coln, oh, ow, n_threads)
+    np.testing.assert_array_equal(coln, col1)
+    np.testing.assert_array_equal(coln, ref.im2col(x, fh, fw, stride, pad, oh, ow).T)
+    c = rng.standard_normal(col1.shape).astype(dtype)
+    img1, imgn = (np.empty(x_shape, dtype=dtype) for _ in range(2))
+    _conv.fold(c, fh, fw, stride, pad, img1, oh, ow, 1)
+    _conv.fold(c, fh, fw, stride, pad, imgn, oh, ow, n_threads)
+    np.testing.assert_array_equal(imgn, img1)
+    book_col = np.empty((5 * oh * ow, rows), dtype=dtype)
+    _conv.im2col(x, fh, fw, stride, pad, book_col, oh, ow, n_threads)
+    np.testing.assert_array_equal(book_col, ref.im2col(x, fh, fw, stride, pad, oh, ow))
+    back = np.empty(x_shape, dtype=dtype)
+    _conv.col2im(np.ascontiguousarray(c.T), fh, fw, stride, pad, back, oh, ow, n_threads)
+    np.testing.assert_array_equal(back, ref.col2im(np.ascontiguousarray(c.T), x_shape, fh, fw,
+                                                   stride, pad, oh, ow))
+    prod = rng.standard_normal((4, 5 * oh * ow)).astype(dtype)
+    b = rng.standard_normal(4).astype(dtype)
+    out1, outn = (np.empty((5, 4, oh * ow), dtype=dtype) for _ in range(2))
+    _conv.images_from_product(prod, b, out1, 1)
+    _conv.images_from_product(prod, b, outn, n_threads)
+    np.testing.assert_array_equal(outn, out1)
+    for ph, pw, ps, pp in ((2, 2, 2, 0), (3, 3, 1, 1)):
+        poh, pow_ = _geometry(x_shape, ph, pw, ps, pp)
+        expected, expected_arg = ref.pool_forward(x, ph, pw, ps, pp, poh, pow_)
+        out = np.empty((5, 2, poh, pow_), dtype=dtype)
+        arg = np.empty(5 * 2 * poh * pow_, dtype=np.int64)
+        _conv.maxpool_forward(x, ph, pw, ps, pp, out, arg, n_threads)
+        np.testing.assert_array_equal(out, expected)
+        np.testing.assert_array_equal(arg, expected_arg)
+        dout = rng.standard_normal(out.shape).astype(dtype)
+        dx = np.empty(x_shape, dtype=dtype)
+        _conv.maxpool_backward(dout, arg, ph, pw, ps, pp, dx, n_threads)
+        np.testing.assert_array_equal(
+            dx, ref.pool_backward(dout, arg, x_shape, ph, pw, ps, pp, poh, pow_))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("x_shape", [(2, 3, 5, 5), (1, 2, 7, 4), (3, 1, 2, 3)])
+def test_the_2x2_pooling_kernels_on_sizes_they_do_not_tile(x_shape, dtype, rng):
+    # the unrolled 2x2 / stride-2 kernels, where the last row or column is left out
+    # (the layers refuse such sizes; the kernels must still be the book's formula)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    x[..., 0, 1] = x[..., 0, 0]  # ties: the first maximum
+    oh, ow = x_shape[2] // 2, x_shape[3] // 2
+    N, C = x_shape[:2]
+    out = np.empty((N, C, oh, ow), dtype=dtype)
+    arg = np.empty(N * C * oh * ow, dtype=np.int64)
+    _conv.maxpool_forward(x, 2, 2, 2, 0, out, arg)
+    col = book.im2col(x[:, :, :2 * oh, :2 * ow], 2, 2, 2, 0).reshape(-1, 4)
+    np.testing.assert_array_equal(
+        out, col.max(axis=1).reshape(N, oh, ow, C).transpose(0, 3, 1, 2))
+    np.testing.assert_array_equal(arg, np.argmax(col, axis=1))
+    dout = rng.standard_normal(out.shape).astype(dtype)
+    dx = np.full(x_shape, np.nan, dtype=dtype)
+    _conv.maxpool_backward(dout, arg, 2, 2, 2, 0, dx)
+    np.testing.assert_array_equal(
+        dx, ConvNumpyOps().pool_backward(dout, arg, x_shape, 2, 2, 2, 0, oh, ow))

@@ -291,3 +291,106 @@ def test_a_convnet_model_file_that_lies_is_refused_before_building(tmp_path):
     np.savez(path, __architecture__=np.array(json_module.dumps(meta)), **net.params)
     with pytest.raises(ValueError, match="damaged architecture record"):
         load_network(path)
+
+
+def _npz_with_header(path, name, shape, dtype="<f8", data=b""):
+    """An .npz whose member ``name`` declares ``shape`` but holds ``data``."""
+    import io
+    import zipfile
+
+    from numpy.lib import format as npy_format
+
+    member = io.BytesIO()
+    npy_format.write_array_header_1_0(
+        member, {"descr": dtype, "fortran_order": False, "shape": shape})
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr(f"{name}.npy", member.getvalue() + data)
+
+
+def test_load_params_checks_npz_headers_before_reading_any_data(tmp_path, monkeypatch):
+    net = SimpleConvNet(**SMALL)
+    monkeypatch.setattr(np, "load", None)  # minidl's reader, never np.load's allocations
+    path = tmp_path / "params.pkl"
+    # a 200-byte file declaring a terabyte
+    _npz_with_header(path, "W1", (1 << 20, 1 << 20))
+    with pytest.raises(ValueError, match=r"W1 declares \(1048576, 1048576\) float64 "
+                                         r"\(8796093022208 bytes\) but its member holds 0"):
+        net.load_params(path)
+    _npz_with_header(path, "W1", (2, 2), data=bytes(32))  # well formed, another shape
+    with pytest.raises(ValueError, match=r"W1 has shape \(2, 2\), this network's has"):
+        net.load_params(path)
+    _npz_with_header(path, "W1", net.params["W1"].shape, "|O")
+    with pytest.raises(ValueError, match="Python objects"):
+        net.load_params(path)
+    _npz_with_header(path, "W1", net.params["W1"].shape, "<c16", bytes(16 * 36))
+    with pytest.raises(ValueError, match="complex128 values, not real numbers"):
+        net.load_params(path)
+    _npz_with_header(path, "W7", (2,), data=bytes(16))
+    with pytest.raises(ValueError, match="W7 does not belong"):
+        net.load_params(path)
+    # the right shape, but less data than it declares
+    _npz_with_header(path, "b1", net.params["b1"].shape, data=bytes(8))
+    with pytest.raises(ValueError, match="not a readable parameter file"):
+        net.load_params(path)
+    # a good file still loads (and np.load is not needed for it)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the once-only .npz message
+        net.save_params(path)
+    again = SimpleConvNet(**SMALL)
+    again.load_params(path)
+    for key in net.params:
+        np.testing.assert_array_equal(again.params[key], net.params[key])
+
+
+def test_load_params_refuses_complex_arrays_in_a_pickle(tmp_path):
+    net = SimpleConvNet(**SMALL)
+    path = tmp_path / "p.pkl"
+    path.write_bytes(pickle.dumps({"b1": np.zeros(net.params["b1"].shape, complex)}))
+    with pytest.raises(ValueError, match="not real numbers"):
+        net.load_params(path)
+
+
+def test_the_books_chapter_modules_are_minidls_under_minidl_book(tmp_path):
+    # ch07/simple_convnet.py and ch08/deep_convnet.py, which scripts import from their own
+    # folder, resolve to minidl's networks under minidl.book: their load_params reads the
+    # book's pickles through the restricted unpickler (the book's calls pickle.load)
+    import os
+    import subprocess
+    import sys
+
+    for name in ("simple_convnet", "deep_convnet"):
+        (tmp_path / f"{name}.py").write_text("raise RuntimeError('the folder copy ran')\n")
+    marker = tmp_path / "ran"
+
+    class Attack:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    (tmp_path / "evil.pkl").write_bytes(pickle.dumps({"W1": Attack()}))
+    np.random.seed(0)
+    with open(tmp_path / "params.pkl", "wb") as f:
+        pickle.dump(dict(book.SimpleConvNet(**SMALL).params), f)
+    (tmp_path / "script.py").write_text(
+        "import numpy as np\n"
+        "from simple_convnet import SimpleConvNet\n"
+        "from deep_convnet import DeepConvNet\n"
+        "import minidl.networks\n"
+        "assert SimpleConvNet is minidl.networks.SimpleConvNet\n"
+        "assert DeepConvNet is minidl.networks.DeepConvNet\n"
+        f"net = SimpleConvNet(**{SMALL!r})\n"
+        "net.load_params('params.pkl')\n"
+        "print(float(net.params['W1'].sum()))\n"
+        "try:\n"
+        "    net.load_params('evil.pkl')\n"
+        "except ValueError as exc:\n"
+        "    print('refused', 'unsafe pickle' in str(exc))\n")
+    env = {**os.environ, "MPLBACKEND": "Agg"}
+    proc = subprocess.run([sys.executable, "-m", "minidl.book", "script.py"], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    np.random.seed(0)
+    expected = float(book.SimpleConvNet(**SMALL).params["W1"].sum())
+    total, refused = proc.stdout.split("\n")[:2]
+    assert float(total) == expected
+    assert refused == "refused True"
+    assert not marker.exists()

@@ -10,10 +10,16 @@ the modules of the book's ``common/`` and ``dataset/`` folders are minidl's::
 
 so the book's chapter scripts and a course's notebooks run unchanged on minidl,
 even beside a copy of the book's folders (the finder comes before ``sys.path``).
+The chapter 7 and 8 networks the scripts import from their own folder,
+``simple_convnet`` (``ch07/simple_convnet.py``) and ``deep_convnet``
+(``ch08/deep_convnet.py``), are minidl's too (``minidl.convnets``): the same
+classes, whose ``load_params`` reads the book's pickled parameters through
+minidl's restricted unpickler instead of ``pickle.load``.
 ``python -m minidl.book script.py [args]`` runs a script with the finder
 installed, as ``python script.py [args]`` would run it.
 
-Only ``common``, ``dataset`` and the modules of ``MODULES`` are claimed: any
+Only ``common``, ``dataset``, the modules of ``MODULES`` and those of
+``CHAPTER_MODULES`` are claimed: any
 other ``common.*`` or ``dataset.*`` module raises a ``ModuleNotFoundError``
 that says minidl does not provide it, and every other import is left alone.
 Plain ``import minidl`` never installs the finder; ``uninstall()`` removes it.
@@ -28,7 +34,8 @@ import sys
 import types
 import warnings
 
-__all__ = ["DATASET_MODULES", "MODULES", "PACKAGES", "install", "installed", "uninstall"]
+__all__ = ["CHAPTER_MODULES", "DATASET_MODULES", "MODULES", "PACKAGES", "install", "installed",
+           "uninstall"]
 
 PACKAGES = ("common", "dataset")
 
@@ -50,6 +57,14 @@ DATASET_MODULES = {
     "dataset.mnist": ("load_mnist",),
     "dataset.fashion_mnist": ("load_fashion_mnist",),
     "dataset.cifar_10": ("load_cifar_10",),
+}
+
+
+# the chapter folders' own modules (top-level names, imported from the script's folder)
+# -> the minidl module and the names it gives
+CHAPTER_MODULES = {
+    "simple_convnet": ("minidl.convnets", ("SimpleConvNet",)),
+    "deep_convnet": ("minidl.convnets", ("DeepConvNet",)),
 }
 
 
@@ -82,6 +97,15 @@ class _Loader(importlib.abc.Loader):
             # exec_module puts minidl's own back (reload, relative imports rely on it)
             self._specs[target] = module.__spec__
             return module
+        if name in CHAPTER_MODULES:
+            target, attrs = CHAPTER_MODULES[name]
+            source = importlib.import_module(target)
+            module = types.ModuleType(name, f"The book's {name}.py, resolved by minidl.book to "
+                                            f"{target}.")
+            for attr in attrs:
+                setattr(module, attr, getattr(source, attr))
+            module.__all__ = list(attrs)
+            return module
         from .. import datasets
 
         module = types.ModuleType(name, f"The book's {name.replace('.', '/')}.py, resolved by "
@@ -104,6 +128,8 @@ class BookFinder(importlib.abc.MetaPathFinder):
     _minidl_book = True  # how install() recognises a finder of any copy of this module
 
     def find_spec(self, fullname, path=None, target=None):
+        if fullname in CHAPTER_MODULES:
+            return importlib.machinery.ModuleSpec(fullname, _LOADER)
         top = fullname.partition(".")[0]
         if top not in PACKAGES:
             return None  # not the book's: the other finders decide
@@ -147,7 +173,8 @@ def install() -> None:
 def uninstall() -> None:
     """Remove the finder, and the modules it gave from ``sys.modules``."""
     sys.meta_path[:] = [f for f in sys.meta_path if not _ours(f)]
-    for name in [m for m in sys.modules if m.partition(".")[0] in PACKAGES]:
+    for name in [m for m in sys.modules
+                 if m.partition(".")[0] in PACKAGES or m in CHAPTER_MODULES]:
         if _from_hook(sys.modules[name], name):
             del sys.modules[name]
 
