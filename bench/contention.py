@@ -115,7 +115,7 @@ def run(datasets, loops, rounds, epochs=4, n_train=None, n_test=None):
                 d, s = times[cond, False], times[cond, True]
                 row[cond] = (float(np.median(d)), float(np.median(s)), median_ratio(d, s))
             results[dataset, kind] = row
-            name = f"{DATASETS[dataset][0]} {LOOPS[kind]}"
+            name = f"{DATASETS[dataset][0]} {LOOPS[kind]} (load {os.getloadavg()[0]:.1f})"
             b, i = row["busy"], row["idle"]
             print(f"{name:50s} {b[0] * 1e6:11.0f} {b[1] * 1e6:10.0f} {b[2]:6.2f} "
                 f"{i[0] * 1e6:11.0f} {i[1] * 1e6:10.0f} {i[2]:6.2f}", flush=True)
