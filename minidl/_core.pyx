@@ -143,6 +143,105 @@ def add_bias(
 
 
 # --------------------------------------------------------------------------
+# Around the BLAS products of dense batches (minidl.engine.dense)
+# --------------------------------------------------------------------------
+
+ctypedef fused real_in:
+    float
+    double
+
+ctypedef fused real_out:
+    float
+    double
+
+
+def gather_rows(
+    const real_in[:, ::1] x,        # IN (M, D)
+    const int64_t[::1] rows,        # IN (N,) row indices in [0, M), checked by the caller
+    real_out[:, ::1] out,           # OUT (N, D): x[rows] in out's dtype (NumPy's cast)
+):
+    """``out[:] = x[rows]``, converting as ``astype`` does (float32 images into a
+    float64 network's batch without a float64 copy of the whole set)."""
+    cdef Py_ssize_t i, j, d = x.shape[1]
+    cdef const real_in* src
+    cdef real_out* dst
+    with nogil:
+        for i in range(rows.shape[0]):
+            src = &x[rows[i], 0] if d else NULL
+            dst = &out[i, 0] if d else NULL
+            for j in range(d):
+                dst[j] = <real_out>src[j]
+
+
+def bias_activate(
+    floating[:, ::1] z,             # IN/OUT (N, M): x @ W, then act(x @ W + b)
+    const floating[::1] b,          # IN (M,)
+    int kind,                       # 0: none, 1: ReLU, 2: sigmoid
+):
+    """``z = act(z + b)`` in place: the Affine layer's bias and the activation after it."""
+    cdef Py_ssize_t n = z.shape[0], m = z.shape[1], i, j
+    cdef floating* row
+    if n == 0 or m == 0:
+        return
+    with nogil:
+        for i in range(n):
+            row = &z[i, 0]
+            for j in range(m):
+                row[j] = row[j] + b[j]
+            if kind == 1:
+                _relu_forward(row, row, m)
+            elif kind == 2:
+                _sigmoid_forward(row, row, m)
+
+
+def activation_backward(
+    floating[:, ::1] d,             # IN/OUT (N, M): the gradient of the activation's output
+    const floating[:, ::1] out,     # IN (N, M): the activation's forward output
+    int kind,                       # 1: ReLU, 2: sigmoid
+):
+    """``d`` becomes the gradient of the activation's input, in place (ReLU: 0 where
+    the output is <= 0; sigmoid: d * (1 - y) * y), as the book's layers compute it."""
+    cdef Py_ssize_t n = d.shape[0] * d.shape[1]
+    if n == 0:
+        return
+    with nogil:
+        if kind == 1:
+            _relu_backward(&d[0, 0], &out[0, 0], &d[0, 0], n)
+        elif kind == 2:
+            _sigmoid_backward(&d[0, 0], &out[0, 0], &d[0, 0], n)
+
+
+def count_correct_scores(
+    const floating[:, ::1] scores,  # IN (N, C)
+    const int64_t[::1] labels,      # IN (N,)
+) -> int:
+    """How many rows have ``np.argmax(row) == label``: the first maximum, or the
+    first NaN (NumPy's argmax takes NaN as the maximum)."""
+    cdef Py_ssize_t i, j, best, n = scores.shape[0], c = scores.shape[1]
+    cdef Py_ssize_t correct = 0
+    cdef const floating* row
+    cdef floating v, top
+    if n == 0 or c == 0:
+        return 0
+    with nogil:
+        for i in range(n):
+            row = &scores[i, 0]
+            best = 0
+            top = row[0]
+            if top == top:
+                for j in range(1, c):
+                    v = row[j]
+                    if v != v:
+                        best = j
+                        break
+                    if v > top:
+                        top = v
+                        best = j
+            correct += best == labels[i]
+    return correct
+
+
+# --------------------------------------------------------------------------
 # Activations (elementwise, over flattened C-contiguous buffers)
 # --------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ import pytest
 
 from minidl import _fused, _sparse
 from minidl.backend.cython_ops import CythonOps
+from minidl.engine import passes as passes_module
 from minidl.engine.passes import passes_for
 from minidl.layers import Relu
 from minidl.networks import MultiLayerNet, ThreeLayerNet, TwoLayerNet
@@ -37,6 +38,23 @@ def without_passes(monkeypatch):
     with monkeypatch.context() as m:
         m.setattr(CythonOps, "fused", lambda self, network: None)
         yield
+
+
+DENSITIES = {"sparse": 0.2, "dense": 0.95}  # MNIST-like: zero-skipping; else BLAS
+
+
+@pytest.fixture
+def dense_calls(monkeypatch):
+    """How many dense passes (``DenseStep``) the test's calls made."""
+    made = []
+
+    class Counted(passes_module.DenseStep):
+        def __init__(self, *args):
+            made.append(args)
+            super().__init__(*args)
+
+    monkeypatch.setattr(passes_module, "DenseStep", Counted)
+    return made
 
 
 def covered(net, x, t, call="gradient"):
@@ -75,13 +93,15 @@ NETS = {
 @pytest.mark.parametrize("name", sorted(NETS))
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("labels", ["indices", "one-hot"])
-def test_compiled_gradient_leaves_the_layers_as_the_book_code(name, dtype, labels, rng,
-                                                              monkeypatch):
-    x, t = sparse_batch(rng)
+@pytest.mark.parametrize("kind", sorted(DENSITIES))
+def test_compiled_gradient_leaves_the_layers_as_the_book_code(name, dtype, labels, kind, rng,
+                                                              monkeypatch, dense_calls):
+    x, t = sparse_batch(rng, density=DENSITIES[kind])
     if labels == "one-hot":
         t = np.eye(6, dtype=dtype)[t]
     a, b = pair(lambda: NETS[name](dtype))
     assert covered(b, x, t)
+    assert len(dense_calls) == (kind == "dense")
     ref = layer_path(a, x, t, monkeypatch)
     got = b.gradient(x, t)
     assert sorted(got) == sorted(ref)
@@ -139,7 +159,7 @@ def test_what_it_does_not_cover_runs_the_layer_code(rng):
     net = TwoLayerNet(64, 20, 6)
     assert covered(net, x, t)
     assert not covered(net, x, np.full((30, 6), 1 / 6))  # soft labels
-    assert not covered(net, np.ones((30, 64), np.float32), t)  # dense: BLAS
+    assert covered(net, np.ones((30, 64), np.float32), t)  # dense: on BLAS
     assert not covered(TwoLayerNet(64, 20, 6, dtype=np.float32), x.astype(np.float64), t)
 
     class MyRelu(Relu):
@@ -165,8 +185,10 @@ def test_bad_labels_get_the_layers_errors(rng):
 
 @pytest.mark.parametrize("name", sorted(NETS))
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_compiled_loss_equals_the_layers_and_leaves_their_state(name, dtype, rng, monkeypatch):
-    x, t = sparse_batch(rng)
+@pytest.mark.parametrize("kind", sorted(DENSITIES))
+def test_compiled_loss_equals_the_layers_and_leaves_their_state(name, dtype, kind, rng,
+                                                                monkeypatch):
+    x, t = sparse_batch(rng, density=DENSITIES[kind])
     a, b = pair(lambda: NETS[name](dtype))
     assert covered(b, x, t, "loss")
     with without_passes(monkeypatch):
@@ -195,14 +217,17 @@ def layer_accuracy(net, x, t, monkeypatch):
 
 @pytest.mark.parametrize("name", sorted(NETS))
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("n", [1, 99, 100, 250])  # chunks of 100 rows, a partial last one
-def test_compiled_accuracy_equals_the_layer_code(name, dtype, n, rng, monkeypatch):
-    x, t = sparse_batch(rng, n=n)
+@pytest.mark.parametrize("n", [1, 99, 100, 250, 2100])  # chunks, a partial last one
+@pytest.mark.parametrize("kind", sorted(DENSITIES))
+def test_compiled_accuracy_equals_the_layer_code(name, dtype, n, kind, rng, monkeypatch,
+                                                 dense_calls):
+    x, t = sparse_batch(rng, n=n, density=DENSITIES[kind])
     net = NETS[name](dtype)
     for W in (v for k, v in net.params.items() if k.startswith("W")):
         W *= 20  # confident, varied predictions
     acc = passes_for(net).accuracy(x, t)
     assert acc is not None
+    assert len(dense_calls) == (kind == "dense")
     assert acc == layer_accuracy(net, x, t, monkeypatch)
     onehot = np.eye(6)[t]
     assert net.accuracy(x, onehot) == layer_accuracy(net, x, onehot, monkeypatch) == acc
@@ -396,3 +421,49 @@ def test_float64_one_hot_rows_on_a_float32_network_give_the_books_float64_gradie
     for key in ref:
         assert ref[key].dtype == np.float32
         np.testing.assert_allclose(grads[key], ref[key], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dense_batches_carry_non_finite_weights_as_numpy_does(dtype, rng, monkeypatch,
+                                                              dense_calls):
+    x, t = sparse_batch(rng, n=40, density=0.95)
+    x[:, 5] = 0  # a zero column: zero-skipping would hide W1's row 5
+    for bad in (np.nan, np.inf):
+        a, b = pair(lambda: TwoLayerNet(64, 20, 6, dtype=dtype, weight_init_std=0.3))
+        for net in (a, b):
+            net.params["W1"][5, 0] = bad
+        with without_passes(monkeypatch):
+            ref_loss, ref_acc = a.loss(x, t), a.accuracy(x, t)
+            ref = a.gradient(x, t)
+        got_loss, got_acc = b.loss(x, t), b.accuracy(x, t)
+        got = b.gradient(x, t)
+        assert dense_calls  # the dense pass ran, and gave NumPy's NaNs
+        np.testing.assert_equal(np.isnan(got_loss), np.isnan(ref_loss))
+        assert got_acc == ref_acc
+        for key in ref:
+            np.testing.assert_array_equal(np.isfinite(got[key]), np.isfinite(ref[key]), key)
+
+
+@pytest.mark.parametrize("x_dtype", [np.uint8, np.float16, np.float32, np.float64])
+def test_dense_inputs_of_every_dtype_numpy_promotes_to_the_weights(x_dtype, rng, monkeypatch,
+                                                                   dense_calls):
+    x = rng.integers(1, 200, (50, 64)).astype(x_dtype)
+    t = rng.integers(0, 6, 50)
+    a, b = pair(lambda: TwoLayerNet(64, 20, 6, weight_init_std=0.01))
+    ref = layer_path(a, x, t, monkeypatch)
+    got = b.gradient(x, t)
+    assert dense_calls
+    for key in ref:
+        np.testing.assert_allclose(got[key], ref[key], rtol=1e-10, atol=1e-12)
+    assert b.layers["Affine1"].x.dtype == a.layers["Affine1"].x.dtype
+
+
+def test_a_batch_too_large_for_the_sparse_buffers_goes_dense(rng, monkeypatch, dense_calls):
+    x, t = sparse_batch(rng, n=17000, density=0.2)  # > MAX_ENTRIES entries
+    assert x.size > passes_module.MAX_ENTRIES
+    a, b = pair(lambda: TwoLayerNet(64, 20, 6))
+    ref = layer_path(a, x, t, monkeypatch)
+    got = b.gradient(x, t)
+    assert len(dense_calls) == 1
+    for key in ref:
+        np.testing.assert_allclose(got[key], ref[key], rtol=1e-10, atol=1e-13)

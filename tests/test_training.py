@@ -59,9 +59,13 @@ NETS = {
 
 @pytest.mark.parametrize("net", sorted(NETS))
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("density", [0.05, 0.4, 0.9])  # lists, row scans, BLAS
+@pytest.mark.parametrize("density", [0.05, 0.45, 0.9])  # lists, row scans (float64), BLAS
 def test_fast_path_follows_the_plain_loop(net, dtype, density, rng):
     x, t = data(rng, density=density)
+    runner, why = ops().step_runner(NETS[net](dtype), x, t)
+    assert why is None
+    assert runner.dense == (density == 0.9 or (density == 0.45 and dtype == np.float32))
+    assert (runner.lists is not None) == (density == 0.05)
     runs = both(lambda: NETS[net](dtype), x, t, x[:80], t[:80], lr=0.1, batch_size=10,
                 iters=300)
     tol = {"rtol": 2e-4, "atol": 2e-5} if dtype == np.float32 else {"rtol": 1e-9, "atol": 1e-11}
@@ -368,8 +372,9 @@ def test_threads_do_not_change_the_results(k, rng):
             assert np.array_equal(net.params[key], nets[0][0].params[key]), key
 
 
-def test_weight_decay_follows_the_plain_loop(rng):
-    x, t = data(rng, n=80, k=40)
+@pytest.mark.parametrize("density", [0.25, 0.9])
+def test_weight_decay_follows_the_plain_loop(density, rng):
+    x, t = data(rng, n=80, k=40, density=density)
     make = lambda: MultiLayerNet(40, [20, 9], 5, weight_decay_lambda=0.1, weight_init_std="he")
     assert ops().step_runner(make(), x, t)[0] is not None
     runs = both(make, x, t, x, t, lr=0.1, batch_size=10, iters=60)
@@ -388,8 +393,9 @@ class Recorder:
             params[key] -= self.lr * grads[key]
 
 
-def test_an_optimizer_object_follows_the_plain_loop_with_it(rng):
-    x, t = data(rng, n=80, k=40)
+@pytest.mark.parametrize("density", [0.25, 0.9])
+def test_an_optimizer_object_follows_the_plain_loop_with_it(density, rng):
+    x, t = data(rng, n=80, k=40, density=density)
     optimizers = []
 
     def run(fast):
@@ -437,8 +443,9 @@ def test_a_callback_that_changes_the_network_switches_to_the_plain_loop(rng):
 
 
 @pytest.mark.parametrize("name", ["SGD", "momentum", "Nesterov", "AdaGrad", "RMSprop", "adam"])
-def test_the_books_optimizers_by_name_follow_the_plain_loop(name, rng):
-    x, t = data(rng, n=90, k=40)
+@pytest.mark.parametrize("density", [0.25, 0.9])
+def test_the_books_optimizers_by_name_follow_the_plain_loop(name, density, rng):
+    x, t = data(rng, n=90, k=40, density=density)
     param = {"lr": 0.01} if name.lower() in ("adam", "rmsprop", "adagrad") else {"lr": 0.1}
     make = lambda: MultiLayerNet(40, [20, 10], 5)
     np.random.seed(2)

@@ -5,9 +5,11 @@
 else None. Each pass returns None for an input it does not take, and the
 network then runs the book's code.
 
-The forward and backward passes run in ``_fused.SGDStep.gradient``: the batch's
-nonzeros are listed once and reused by both passes, and no Python runs between
-layers. Afterwards the layers hold what the layer-by-layer pass would have left
+Each batch goes where it is fastest, by its own fraction of nonzeros
+(``zero_skipping_pays``): sparse batches (MNIST's) to ``_fused.SGDStep.gradient``,
+which lists the batch's nonzeros once and reuses them in both passes, dense ones
+(Fashion-MNIST's, CIFAR-10's) to ``DenseStep`` on NumPy's BLAS. Either way no
+Python layer runs between the products. Afterwards the layers hold what the layer-by-layer pass would have left
 (inputs, outputs, ``dW``/``db``, the loss and softmax output), so
 ``layer.backward`` and the book's attribute reads work as before. Weight decay
 is added as the book's ``loss`` and ``gradient`` add it.
@@ -23,15 +25,15 @@ import weakref
 
 import numpy as np
 
-from .. import _fused, _sparse, backend
-from ..backend.cython_ops import SPARSE_MAX_DENSITY
+from .. import _core, _fused, _sparse, backend
+from ..backend.cython_ops import zero_skipping_pays
 from ..functions import weight_decay_loss
 from . import rule
+from .dense import EVAL_CHUNK, DenseStep
 
 # Largest batch (entries of x) the compiled gradient and loss take: their
 # buffers hold a nonzero list as long as the whole batch (12 bytes an entry).
 MAX_ENTRIES = 1 << 20
-EVAL_CHUNK = 8192  # rows converted at a time when accuracy's input needs converting
 
 _plans: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -88,31 +90,42 @@ class NetworkPasses:
         return step
 
     def _batch(self, x, t):
-        """The batch as the kernels take it, or None. Dense batches (CIFAR-10's, say)
-        are left to the layers, whose BLAS products are faster there."""
-        if not self._kernels_take():
-            return None
-        b = rule.batch(self.stack, x, t, MAX_ENTRIES)
-        if b is None or _sparse.nonzero_fraction(b.x) > SPARSE_MAX_DENSITY:
-            return None
-        return b
+        """(the batch as the passes take it, whether it goes to the dense pass), or
+        (None, False) for what the book's code runs."""
+        b = rule.batch(self.stack, x, t)
+        if b is None:
+            return None, False
+        sparse = (b.x.size <= MAX_ENTRIES
+                  and zero_skipping_pays(_sparse.nonzero_fraction(b.x), self.stack.dtype)
+                  and self._kernels_take())
+        return b, not sparse
 
     # -- the passes -------------------------------------------------------------
     def gradient(self, x, t) -> dict | None:
         """The gradients dict of ``network.gradient(x, t)``, or None when not taken."""
-        b = self._batch(x, t)
+        b, dense = self._batch(x, t)
         if b is None:
             return None
         s = self.stack
-        step = self._step_for(b.x.dtype, len(b.x))
-        gW = [np.empty_like(w) for w in s.W]
-        gb = [np.empty_like(v) for v in s.b]
-        loss = step.gradient(b.x, b.labels, gW, gb)
-        # zero-skipped terms are exact only when every backward gradient is finite:
-        # a non-finite one shows in the loss or in its layer's bias gradient
-        if not (np.isfinite(loss) and all(np.isfinite(g).all() for g in gb)):
-            return None
-        self._leave_layers(step, b, x, t, loss)
+        gW = [np.empty(w.shape, dtype=w.dtype) for w in s.W]
+        gb = [np.empty(v.shape, dtype=v.dtype) for v in s.b]
+        if dense:
+            step = DenseStep(s, len(b.x))
+            rows = step.batch_from(b.x)
+            step.forward(rows)
+            loss = step.loss(b.labels)
+            step.backward(rows, b.labels, gW, gb)
+            self._leave_layers(b, t, loss, step.out[:-1], step.probabilities)
+        else:
+            step = self._step_for(b.x.dtype, len(b.x))
+            loss = step.gradient(b.x, b.labels, gW, gb)
+            # zero-skipped terms are exact only when every backward gradient is finite:
+            # a non-finite one shows in the loss or in its layer's bias gradient
+            if not (np.isfinite(loss) and all(np.isfinite(g).all() for g in gb)):
+                return None
+            n = len(b.x)
+            self._leave_layers(b, t, loss, [a[:n].copy() for a in step.activations[:-1]],
+                               step.probabilities[:n].copy())
         grads = {}
         for i, layer in enumerate(s.affines):
             layer.dW, layer.db = gW[i], gb[i]
@@ -124,42 +137,55 @@ class NetworkPasses:
 
     def loss(self, x, t):
         """``network.loss(x, t)`` (forward only), or None when not taken."""
-        b = self._batch(x, t)
+        b, dense = self._batch(x, t)
         if b is None:
             return None
-        step = self._step_for(b.x.dtype, len(b.x))
-        loss = self._leave_layers(step, b, x, t, step.gradient(b.x, b.labels))
-        if self.stack.weight_decay:  # (without it the book adds 0 * sum(W ** 2): 0 here,
-            loss = loss + weight_decay_loss(self.stack.W, self.stack.weight_decay)
-        return loss  # since the weights' squares sum to a finite number)
+        if dense:
+            step = DenseStep(self.stack, len(b.x))
+            step.forward(step.batch_from(b.x))
+            loss = step.loss(b.labels)
+            self._leave_layers(b, t, loss, step.out[:-1], step.probabilities)
+        else:
+            step = self._step_for(b.x.dtype, len(b.x))
+            n = len(b.x)
+            loss = step.gradient(b.x, b.labels)
+            self._leave_layers(b, t, loss, [a[:n].copy() for a in step.activations[:-1]],
+                               step.probabilities[:n].copy())
+        return with_weight_decay(self.stack, self.stack.last.loss)
 
     def accuracy(self, x, t) -> float | None:
         """``network.accuracy(x, t)``, counted in compiled chunks, or None when not
         taken. The parameters and the layers are left alone."""
         s = self.stack
-        if not self._kernels_take() or not isinstance(x, np.ndarray) or x.ndim < 2 or not len(x):
+        if not isinstance(x, np.ndarray) or x.ndim < 2 or not len(x):
             return None
         probe = rule.input_rows(s, x[::max(1, len(x) // 8)][:8])  # 8 rows spread over x
-        if probe is None or _sparse.nonzero_fraction(probe) > SPARSE_MAX_DENSITY:
-            return None  # what the kernels do not take, or dense inputs: the layers' BLAS
+        if probe is None:
+            return None  # what the passes do not take: the book's code
         labels = _class_indices(t, len(x), s.sizes[-1])
         if labels is None:
             return None
+        sparse = (zero_skipping_pays(_sparse.nonzero_fraction(probe), s.dtype)
+                  and self._kernels_take())
+        dense = None if sparse else DenseStep(s, min(len(x), EVAL_CHUNK))
         n = len(x)
         # an input to convert (uint8, strided, ...) is converted a chunk at a time
-        chunk = n if x.flags.c_contiguous and x.dtype in (np.float32, s.dtype) else EVAL_CHUNK
+        chunk = n if x.flags.c_contiguous and x.dtype in (np.float32, s.dtype) else 8 * EVAL_CHUNK
         correct = 0
         for start in range(0, n, chunk):
             rows = rule.input_rows(s, x[start:start + chunk])
-            step = self._step_for(rows.dtype, 1)
-            correct += step.count_correct(rows, labels[start:start + len(rows)])
+            part = labels[start:start + len(rows)]
+            if dense is not None:
+                correct += dense.count_correct(rows, part)
+            else:
+                correct += self._step_for(rows.dtype, 1).count_correct(rows, part)
         return correct / float(n)
 
-    def _leave_layers(self, step, b: rule.Batch, x, t, loss):
-        """Set the layers' forward state as the layer-by-layer pass does; returns the loss."""
+    def _leave_layers(self, b: rule.Batch, t, loss, hidden, probabilities):
+        """Set the layers' forward state as the layer-by-layer pass does: their inputs
+        (``b.x``, then each hidden layer's output), the loss and softmax output."""
         s = self.stack
-        n, dtype = len(b.x), s.dtype
-        inputs = [b.x] + [a[:n].copy() for a in step.activations[:-1]]
+        inputs = [b.x, *hidden]
         for i, layer in enumerate(s.affines):
             layer.x = inputs[i]
             layer.original_x_shape = b.shape if i == 0 else inputs[i].shape
@@ -167,12 +193,11 @@ class NetworkPasses:
         for layer, out in zip(s.activations, inputs[1:]):
             layer.out = out
         last = s.last
-        last.loss = dtype.type(loss)
-        last.y = step.probabilities[:n].copy()
-        last.t = np.asarray(t).reshape(n, -1) if b.one_hot else t
+        last.loss = s.dtype.type(loss)
+        last.y = probabilities
+        last.t = np.asarray(t).reshape(len(b.x), -1) if b.one_hot else t
         last.labels = b.labels
         last.one_hot = b.one_hot
-        return last.loss
 
     # -- the exact numerical gradient ------------------------------------------
     def numerical_gradient(self, x, t, track_kinks=False):
@@ -182,6 +207,16 @@ class NetworkPasses:
         from . import netgrad
 
         return netgrad.numerical_gradient(self.stack, x, t, track_kinks)
+
+
+def with_weight_decay(stack: rule.Stack, loss):
+    """The loss plus the book's weight-decay term: lambda/2 * sum(W ** 2), or at
+    lambda 0 (MultiLayerNet's loss always adds it) 0 * sum(W ** 2), which is 0
+    while the weights' squares sum to a finite number (checked in C), else NaN."""
+    if stack.weight_decay or (stack.decay_term and not all(
+            _core.finite_norm(w.reshape(-1)) for w in stack.W)):
+        return loss + weight_decay_loss(stack.W, stack.weight_decay)
+    return loss
 
 
 def _class_indices(t, n, n_classes):

@@ -11,6 +11,13 @@ with the book's ``update(params, grads)``) gets the step's gradients and
 updates the parameters itself, and the loss after it is computed from the same
 lists. Evaluation counts correct rows in compiled chunks over the same lists.
 
+Dense data (Fashion-MNIST, CIFAR-10: more nonzeros than ``zero_skipping_pays``
+allows) runs on NumPy's BLAS instead (``minidl.engine.dense``): each step
+gathers its rows into the step's buffer (float32 images converted there, a
+batch at a time), runs the fused forward and backward passes, updates as the
+book's SGD does (``W -= lr * dW``) or through the optimizer, and computes the
+loss after the update from the same rows.
+
 ``runner_for`` (what ``CythonOps.step_runner`` returns) decides, by the one
 rule (``minidl.engine.rule``) and by what the kernels take, whether a runner
 may stand in for the plain loop, and says why not otherwise.
@@ -21,9 +28,10 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _core, _fused, _sparse, backend
-from ..backend.cython_ops import SPARSE_MAX_DENSITY
-from ..functions import weight_decay_loss
+from ..backend.cython_ops import zero_skipping_pays
 from . import rule
+from .dense import EVAL_CHUNK, DenseStep
+from .passes import with_weight_decay
 
 __all__ = ["StepRunner", "runner_for"]
 
@@ -72,11 +80,15 @@ class StepRunner:
         self.lr = None if lr is None else float(lr)  # (the course's SGD: no optimizer)
         self.num_threads = num_threads or backend.STEP_THREADS
         self._check_kernels_take()
-        self.x, self.labels, self.lists = self._prepare("training data", x_train, t_train, True)
-        if self.lists is None and _sparse.nonzero_fraction(self.x, 64) > SPARSE_MAX_DENSITY:
-            raise _Refused("dense inputs: the layers' BLAS products are faster")
+        rows = rule.input_rows(stack, x_train)
+        self.dense = rows is not None and not zero_skipping_pays(
+            _sparse.nonzero_fraction(rows, 64), stack.dtype)
+        self.x, self.labels, self.lists = self._prepare("training data", x_train, t_train,
+                                                        not self.dense)
         self.eval_sets = {"train": (self.x, self.labels, self.lists)}
         self._sgd = None  # the compiled step (_fused.SGDStep), made for the batch size
+        self._dense = None  # the dense step (DenseStep), made for the batch size
+        self._eval = None  # the dense evaluation's (EVAL_CHUNK rows)
         self._grads = None  # the gradients' buffers, for an optimizer of its own
         if not self.params_finite():
             raise _Refused("a parameter holds NaN or infinity (NumPy's arithmetic: the plain loop)")
@@ -155,47 +167,67 @@ class StepRunner:
         rows = self._rows(rows)
         labels = self.labels[rows]
         with self.network._lock:
+            if self.dense:
+                return self._dense_step(rows, labels)
             sgd = self._compiled(len(rows))
             if _is_plain_sgd(self.optimizer) and not self.stack.weight_decay:
                 lr = self.lr if self.optimizer is None else float(self.optimizer.lr)
                 loss = sgd.step(rows, labels, lr)
                 if sgd.skipped_update:
                     return None
-                return self._book_decay_term(sgd, loss)
+                return with_weight_decay(self.stack, loss)
             return self._step_with_optimizer(sgd, rows, labels)
 
     def _step_with_optimizer(self, sgd, rows, labels) -> float:
         """Gradients from the compiled step, the optimizer's own update, and the loss
         after it on the same batch lists."""
-        s = self.stack
-        if self._grads is None:
-            self._grads = ([np.empty_like(w) for w in s.W], [np.empty_like(v) for v in s.b])
-        gW, gb = self._grads
+        gW, gb = self._gradient_buffers()
         loss = sgd.rows_gradient(rows, labels, gW, gb)
         if not (np.isfinite(loss) and all(np.isfinite(g).all() for g in gb)):
             return None  # zero-skipped terms of non-finite gradients: NumPy's arithmetic
+        self._update(gW, gb)
+        return with_weight_decay(self.stack, sgd.loss_after_update(labels))
+
+    def _gradient_buffers(self):
+        if self._grads is None:
+            s = self.stack
+            self._grads = ([np.empty_like(w) for w in s.W], [np.empty_like(v) for v in s.b])
+        return self._grads
+
+    def _update(self, gW, gb) -> None:
+        """The optimizer's update (the course's SGD without one) from the step's gradients,
+        with the book's weight-decay term added to each weight gradient."""
+        s = self.stack
+        params = self.network.params
+        if _is_plain_sgd(self.optimizer) and not s.weight_decay:
+            lr = self.lr if self.optimizer is None else float(self.optimizer.lr)
+            for w, v, g, h in zip(s.W, s.b, gW, gb):  # the book's params[key] -= lr * grads[key]
+                w -= lr * g
+                v -= lr * h
+            return
         grads = {}
         for i, (g, v) in enumerate(zip(gW, gb)):
             grads[f"W{i + 1}"] = g + s.weight_decay * s.W[i] if s.weight_decay else g
             grads[f"b{i + 1}"] = v
-        params = self.network.params
         if self.optimizer is None:
             for key in params:
                 params[key] -= self.lr * grads[key]
         else:
             self.optimizer.update(params, grads)
-        loss = sgd.loss_after_update(labels)
-        if s.weight_decay:
-            return loss + weight_decay_loss(s.W, s.weight_decay)
-        return self._book_decay_term(sgd, loss)
 
-    def _book_decay_term(self, sgd, loss):
-        """The loss plus the book's 0 * sum(W ** 2) for a network whose loss has the
-        term at lambda 0: 0 while the weights' squares sum to a finite number (checked
-        in C), else computed as the book computes it (NaN when they overflow)."""
-        if not self.stack.decay_term or sgd.params_finite():
-            return loss
-        return loss + weight_decay_loss(self.stack.W, 0)
+    def _dense_step(self, rows, labels) -> float:
+        """One step on BLAS: gradients, update, and the loss after it on the same rows."""
+        if self._dense is None or self._dense.n < len(rows):
+            self._dense = DenseStep(self.stack, max(len(rows), 100))
+        step = self._dense
+        x = step.rows_from(self.x, rows)
+        gW, gb = self._gradient_buffers()
+        step.forward(x)
+        step.loss(labels)
+        step.backward(x, labels, gW, gb)
+        self._update(gW, gb)
+        step.forward(x)
+        return with_weight_decay(self.stack, step.loss(labels))
 
     def params_finite(self) -> bool:
         """Whether every parameter is finite with a finite sum of squares (the
@@ -204,7 +236,12 @@ class StepRunner:
 
     # -- evaluation ------------------------------------------------------------------
     def accuracy(self, name: str = "train") -> float:
-        """``network.accuracy`` on a registered dataset, in chunks over its nonzero lists."""
+        """``network.accuracy`` on a registered dataset, in compiled chunks (over its
+        nonzero lists, or on BLAS for dense data)."""
         x, labels, lists = self.eval_sets[name]
         with self.network._lock:
+            if self.dense:
+                if self._eval is None:
+                    self._eval = DenseStep(self.stack, EVAL_CHUNK)
+                return self._eval.count_correct(x, labels) / float(len(x))
             return self._compiled(1).count_correct(x, labels, lists) / float(len(x))
