@@ -226,7 +226,7 @@ def test_ops_choice_between_kernels_and_blas_gives_the_same_products(threshold, 
     W, b = rng.standard_normal((80, 20)), rng.standard_normal(20)
     ops = cython_ops.CythonOps()
     expected = x.astype(np.float64) @ W + b
-    monkeypatch.setattr(cython_ops, "SPARSE_MAX_DENSITY", threshold)
+    monkeypatch.setattr(cython_ops, "zero_skipping_pays", lambda density, dtype: threshold > 1)
     assert ops._sparse_inputs(x, W) == (threshold > 1)
     np.testing.assert_allclose(ops.affine_forward(x, W, b), expected, rtol=1e-12, atol=1e-12)
     dout = rng.standard_normal((30, 20))
