@@ -64,6 +64,7 @@ class NetworkPasses:
     def __init__(self, stack: rule.Stack):
         self.stack = stack
         self._step = None  # the SGDStep, made for the input dtype and batch size met
+        self._dense = None  # the DenseStep, made for the largest batch met
         # the stack's dtype, depth and layout are ones the kernels take (the layout
         # is part of what the stack re-checks at each call)
         self._layout_ok = (stack.dtype is not None and stack.n_affine <= _fused.MAX_LAYERS
@@ -79,6 +80,13 @@ class NetworkPasses:
             return False
         step = self._step if self._step is not None else self._step_for(self.stack.dtype, 1)
         return step.params_finite()
+
+    def _dense_for(self, n) -> DenseStep:
+        """The dense step, with buffers for at least ``n`` rows (kept: a batch's
+        float64 copy is not allocated anew at every call)."""
+        if self._dense is None or self._dense.n < n:
+            self._dense = DenseStep(self.stack, n)
+        return self._dense
 
     def _step_for(self, x_dtype, n) -> _fused.SGDStep:
         step = self._step
@@ -110,12 +118,12 @@ class NetworkPasses:
         gW = [np.empty(w.shape, dtype=w.dtype) for w in s.W]
         gb = [np.empty(v.shape, dtype=v.dtype) for v in s.b]
         if dense:
-            step = DenseStep(s, len(b.x))
+            step = self._dense_for(len(b.x))
             rows = step.batch_from(b.x)
             step.forward(rows)
             loss = step.loss(b.labels)
             step.backward(rows, b.labels, gW, gb)
-            self._leave_layers(b, t, loss, step.out[:-1], step.probabilities)
+            self._leave_dense(step, b, t, loss)
         else:
             step = self._step_for(b.x.dtype, len(b.x))
             loss = step.gradient(b.x, b.labels, gW, gb)
@@ -141,10 +149,9 @@ class NetworkPasses:
         if b is None:
             return None
         if dense:
-            step = DenseStep(self.stack, len(b.x))
+            step = self._dense_for(len(b.x))
             step.forward(step.batch_from(b.x))
-            loss = step.loss(b.labels)
-            self._leave_layers(b, t, loss, step.out[:-1], step.probabilities)
+            self._leave_dense(step, b, t, step.loss(b.labels))
         else:
             step = self._step_for(b.x.dtype, len(b.x))
             n = len(b.x)
@@ -167,7 +174,7 @@ class NetworkPasses:
             return None
         sparse = (zero_skipping_pays(_sparse.nonzero_fraction(probe), s.dtype)
                   and self._kernels_take())
-        dense = None if sparse else DenseStep(s, min(len(x), EVAL_CHUNK))
+        dense = None if sparse else self._dense_for(min(len(x), EVAL_CHUNK))
         n = len(x)
         # an input to convert (uint8, strided, ...) is converted a chunk at a time
         chunk = n if x.flags.c_contiguous and x.dtype in (np.float32, s.dtype) else 8 * EVAL_CHUNK
@@ -180,6 +187,11 @@ class NetworkPasses:
             else:
                 correct += self._step_for(rows.dtype, 1).count_correct(rows, part)
         return correct / float(n)
+
+    def _leave_dense(self, step: DenseStep, b: rule.Batch, t, loss):
+        n = len(b.x)
+        self._leave_layers(b, t, loss, [h[:n].copy() for h in step.out[:-1]],
+                           step.probabilities[:n].copy())
 
     def _leave_layers(self, b: rule.Batch, t, loss, hidden, probabilities):
         """Set the layers' forward state as the layer-by-layer pass does: their inputs
