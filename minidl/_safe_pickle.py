@@ -20,8 +20,10 @@ __all__ = ["RefusedPickle", "SafeUnpickler"]
 
 try:  # NumPy >= 2 moved the module; old pickles name numpy.core, new ones numpy._core.
     from numpy._core.multiarray import _reconstruct
+    from numpy._core.numeric import _frombuffer
 except ImportError:  # pragma: no cover - NumPy 1.x
     from numpy.core.multiarray import _reconstruct
+    from numpy.core.numeric import _frombuffer
 
 
 class RefusedPickle(pickle.UnpicklingError):
@@ -35,6 +37,12 @@ def _safe_dtype(*args):
     return dtype
 
 
+def _safe_frombuffer(buf, dtype, shape, order, axis_order=None):
+    # pickle protocol 5 (pickle.dump(..., -1) on Python 3.8+) writes an array as its bytes
+    # and _frombuffer(bytes, dtype, shape, order)
+    return _frombuffer(buf, _safe_dtype(dtype), shape, order, axis_order)
+
+
 def _latin1_encode(text, encoding="latin1"):
     # Python 3 writes bytes into protocol-2 pickles as _codecs.encode(str, 'latin1').
     if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
@@ -43,11 +51,14 @@ def _latin1_encode(text, encoding="latin1"):
 
 
 # The only globals these files refer to: what rebuilds a NumPy array (numpy.core in files
-# pickled by NumPy 1 or Python 2, numpy._core in pickles written by NumPy 2), and
+# pickled by NumPy 1 or Python 2, numpy._core in pickles written by NumPy 2; _reconstruct up
+# to protocol 4, _frombuffer for protocol 5), and
 # _codecs.encode, with which Python 3 writes bytes into a protocol-2 pickle.
 _ALLOWED_GLOBALS = {
     ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
     ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy.core.numeric", "_frombuffer"): _safe_frombuffer,
+    ("numpy._core.numeric", "_frombuffer"): _safe_frombuffer,
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): _safe_dtype,
     ("_codecs", "encode"): _latin1_encode,
