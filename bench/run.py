@@ -203,19 +203,21 @@ def summary(results, contention_rows, torch_version, args, zero_percent):
         row = results.get((n, "main"), {}).get(label)
         return "-" if row is None else fmt.format(row[key])
 
-    rows = [["the book's code (est s)"] + [cell(n, "book NumPy (baseline)", "est", "{:.1f} s")
-                                           for n in names],
+    rows = [] if not any((n, "main") in results for n in names) else [
+            ["the book's code (est s)"]
+            + [cell(n, "book NumPy (baseline)", "est", "{:.1f} s") for n in names],
             ["the seed's code on minidl's networks (float64)"]
             + [cell(n, "seed loop, minidl network") for n in names],
             ["`minidl.train` float64"] + [cell(n, "minidl.train") for n in names],
             ["`minidl.train` float32"] + [cell(n, "minidl.train, float32") for n in names]]
-    if torch_version:
+    if torch_version and rows:
         rows.append([f"PyTorch {torch_version} CPU float64 / float32"]
                     + [cell(n, f"PyTorch {torch_version}") + " / "
                        + cell(n, f"PyTorch {torch_version}, float32") for n in names])
-    rows.append(["matrix products alone (GEMM floor) float64 / float32"]
-                + [cell(n, "book NumPy (baseline)", "floor_ratio") + " / "
-                   + cell(n, "minidl.train, float32", "floor_ratio") for n in names])
+    if rows:
+        rows.append(["matrix products alone (GEMM floor) float64 / float32"]
+                    + [cell(n, "book NumPy (baseline)", "floor_ratio") + " / "
+                       + cell(n, "minidl.train, float32", "floor_ratio") for n in names])
     for kind, label in contention.LOOPS.items():
         if any((n, kind) in contention_rows for n in names):
             rows.append([f"{label}: default / 1 thread per step, busy neighbour (idle)"]
@@ -254,8 +256,6 @@ def main(argv=None):
                          "those of --datasets)")
     ap.add_argument("--contention-loops", default="loop,train",
                     help="loop (the seed's, on minidl's network) and/or train (loop,train)")
-    ap.add_argument("--contention-epochs", type=int, default=4,
-                    help="epochs timed per contention run (4)")
     ap.add_argument("--n-train", type=int, default=None,
                     help="use the first N training images only (the synthetic set is made "
                          "that size)")
@@ -290,8 +290,8 @@ def main(argv=None):
     loops = [k for k in args.contention_loops.split(",") if k]
     if any(k not in contention.LOOPS for k in loops):
         ap.error(f"--contention-loops takes {', '.join(contention.LOOPS)}")
-    if args.rounds < 1 or args.iters < 1 or args.contention_epochs < 1:
-        ap.error("--rounds, --iters and --contention-epochs must be at least 1")
+    if args.rounds < 1 or args.iters < 1:
+        ap.error("--rounds and --iters must be at least 1")
 
     default_data_dir()
     print(f"minidl benchmark, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC")
@@ -332,8 +332,8 @@ def main(argv=None):
         del arrays
     contention_rows = {}
     if cont and loops:
-        contention_rows = contention.run(cont, loops, args.rounds, args.contention_epochs,
-                                         args.n_train, args.n_test)
+        contention_rows = contention.run(cont, loops, args.rounds, args.n_train,
+                                         args.n_test)
     summary(results, contention_rows, torch_version, args, zero_percent)
 
     if not args.no_memory and mnist_arrays is not None:

@@ -28,13 +28,13 @@ def robust_estimate(wall, marks, iters, per_epoch):
     return float(np.median(spans)) * iters / per_epoch
 
 
-def per_step_seconds(marks, per_epoch):
-    """Median epoch span over ``per_epoch`` (seconds per iteration, evaluation included);
-    ``marks`` as for ``robust_estimate``."""
-    spans = np.diff(marks)[1:]
-    if len(spans) == 0:
-        raise ValueError("need at least two evaluations after the start")
-    return float(np.median(spans)) / per_epoch
+def per_step_after_first_eval(wall, marks, iters):
+    """Seconds per step of the iterations after the first evaluation (iteration 0's),
+    for a run of at most one epoch: ``marks`` as for ``robust_estimate``, the run
+    ending ``wall`` seconds after ``marks[0]``."""
+    if len(marks) != 2 or iters < 2:
+        raise ValueError("need a run of 2 or more iterations with a single evaluation")
+    return (marks[0] + wall - marks[1]) / (iters - 1)
 
 
 def median_ratio(numerators, denominators):

@@ -36,9 +36,10 @@ def test_robust_estimate_is_the_median_epoch_scaled():
     assert stats.robust_estimate(99.0, marks, iters=3000, per_epoch=600) == 3.0 * 5
     # fewer than three whole epochs: the wall time
     assert stats.robust_estimate(99.0, marks[:4], iters=3000, per_epoch=600) == 99.0
-    assert stats.per_step_seconds(marks, per_epoch=10) == pytest.approx(0.3)
+    # one epoch from 0.5: its evaluation done at 1.0, the run 2.0 s long, 5 steps after it
+    assert stats.per_step_after_first_eval(2.0, [0.5, 1.0], 6) == pytest.approx(0.3)
     with pytest.raises(ValueError):
-        stats.per_step_seconds([0.0, 1.0], per_epoch=10)
+        stats.per_step_after_first_eval(2.0, marks, 6)
 
 
 def test_median_ratio_pairs_rounds():
@@ -139,8 +140,7 @@ def test_busy_neighbour_is_stopped():
 def test_suite_runs_end_to_end(capsys):
     results, cont = bench_run.main([
         "--quick", "--datasets", "cifar", "--n-train", "400", "--n-test", "100",
-        "--iters", "20", "--no-torch", "--contention", "cifar", "--contention-loops", "loop",
-        "--contention-epochs", "2"])
+        "--iters", "20", "--no-torch", "--contention", "cifar", "--contention-loops", "loop"])
     out = capsys.readouterr().out
     assert "minidl benchmark, " in out and " UTC" in out and "CPUs" in out  # date, machine
     labels = ["book NumPy (baseline)", "seed loop, minidl network", "minidl.train",
