@@ -140,3 +140,134 @@ def test_without_dask_jobs_says_what_to_install(monkeypatch, capsys):
 def test_bad_jobs_are_usage_errors(value, capsys):
     assert main([*CLI, "--jobs", value]) == 2
     assert "--jobs" in capsys.readouterr().err
+
+
+def test_a_worker_without_the_callers_dataset_is_sent_it(client):
+    # the caller's copy differs from what the workers load from their disk: each
+    # worker answers that it cannot use its own, and the caller's copy is sent
+    data = run_module.load(run_module.config_from(None, {"dataset": "mnist-mini"}))
+    changed = run_module.Data(data.x_train[::-1].copy(), data.t_train[::-1].copy(),
+                              data.x_test, data.t_test, data.info, data.seconds)
+    configs = [run_module.config_from(None, {"dataset": "mnist-mini", "hidden": 10,
+                                             "batch_size": 50, "iters": 20, "lr": lr})
+               for lr in (0.1, 0.01)]
+    tasks = [sweep.Task(c, changed, f"lr {c.lr}") for c in configs]
+    serial = sweep.run_tasks(tasks, progress=False, verbose=False, keep_going=False)
+    parallel = sweep.run_tasks(tasks, progress=False, verbose=False, keep_going=False,
+                               client=client)
+    assert [r.status for r in parallel] == ["finished", "finished"]
+    for a, b in zip(serial, parallel):
+        assert a.history.train_loss == b.history.train_loss
+    # the mnist-mini a worker loads itself is not this one
+    own = sweep.run_tasks([sweep.Task(configs[0], data, "own")], progress=False,
+                          verbose=False, keep_going=False, client=client)
+    assert own[0].history.train_loss != serial[0].history.train_loss
+
+
+def test_the_local_clusters_workers_run_one_thread(tmp_path):
+    # a spawned worker imports the caller's main module, minidl with it, before Dask's
+    # env= applies: the thread count must be in place before the spawn. Run as
+    # `python -m minidl` runs (a main module that imports minidl).
+    pytest.importorskip("distributed", reason='pip install "minidl[distributed]"')
+    import os
+    import subprocess
+
+    (tmp_path / "probe_threads.py").write_text(
+        "import minidl.cli  # noqa: F401\n"
+        "from minidl.experiments import distributed as md\n\n\n"
+        "def probe():\n"
+        "    from minidl import backend\n"
+        "    return backend.STEP_THREADS\n\n\n"
+        "if __name__ == '__main__':\n"
+        "    import os\n"
+        "    c = md._Cluster(2, None, None, 30)\n"
+        "    try:\n"
+        "        print(sorted(c.client.run(probe).values()))\n"
+        "    finally:\n"
+        "        c.close()\n"
+        "    print(os.environ.get('MINIDL_NUM_THREADS'))\n")
+    env = {k: v for k, v in os.environ.items() if k != "MINIDL_NUM_THREADS"}
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env.get("PYTHONPATH", "")])
+    out = subprocess.run([sys.executable, "-m", "probe_threads"], check=False, cwd=tmp_path,
+                         env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    # one thread in each worker; the caller's environment as it was
+    assert out.stdout.split() == ["[1,", "1]", "None"]
+
+
+def test_a_run_on_any_worker_uses_one_thread(client):
+    from minidl.experiments import distributed as md
+
+    def threads_in_a_run():
+        from minidl import backend
+
+        backend.STEP_THREADS = 2  # as a `dask worker` without MINIDL_NUM_THREADS imports it
+        import os
+
+        os.environ.pop("MINIDL_NUM_THREADS", None)
+        md._one_thread_per_run()
+        return backend.STEP_THREADS
+
+    assert client.submit(threads_in_a_run, pure=False).result(timeout=60) == 1
+
+
+@pytest.fixture
+def dask_processes(tmp_path):
+    """A `dask scheduler` and a `dask worker --nworkers 2 --nthreads 1`, as a user starts
+    them, on the loopback interface; stopped afterwards."""
+    pytest.importorskip("distributed", reason='pip install "minidl[distributed]"')
+    import json
+    import os
+    import shutil
+    import subprocess
+
+    dask_cli = shutil.which("dask", path=os.path.dirname(sys.executable)) or shutil.which("dask")
+    if dask_cli is None:
+        pytest.skip("the dask command is not installed")
+    file = tmp_path / "scheduler.json"
+    started = []
+    log = (tmp_path / "dask.log").open("w")  # the processes' log, closed below
+    try:
+        started.append(subprocess.Popen(
+            [dask_cli, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+             "--scheduler-file", str(file)], stdout=log, stderr=log))
+        deadline = time.monotonic() + 60
+        while not file.exists() or not file.read_text().strip():
+            assert time.monotonic() < deadline, "the scheduler did not start"
+            assert started[0].poll() is None, (tmp_path / "dask.log").read_text()
+            time.sleep(0.2)
+        time.sleep(0.2)  # written whole
+        address = json.loads(file.read_text())["address"]
+        started.append(subprocess.Popen(
+            [dask_cli, "worker", address, "--nworkers", "2", "--nthreads", "1",
+             "--no-dashboard", "--host", "127.0.0.1"], stdout=log, stderr=log))
+        distributed = pytest.importorskip("distributed")
+        with distributed.Client(address, timeout=30) as c:
+            c.wait_for_workers(2, timeout=60)
+        yield address
+    finally:
+        for p in reversed(started):
+            p.terminate()
+        for p in reversed(started):
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        log.close()
+
+
+def test_scheduler_runs_the_sweep_on_separately_started_dask_processes(dask_processes,
+                                                                        tmp_path):
+    args = [*CLI, "--lr", "0.1", "0.05", "--activation", "relu", "sigmoid"]
+    assert main([*args, "--out", str(tmp_path / "s")]) == 0
+    assert main([*args, "--scheduler", dask_processes, "--out", str(tmp_path / "d")]) == 0
+    serial = list(csv.DictReader(io.StringIO((tmp_path / "s" / "comparison.csv").read_text())))
+    remote = list(csv.DictReader(io.StringIO((tmp_path / "d" / "comparison.csv").read_text())))
+    assert len(serial) == 4
+    for row in serial + remote:
+        row.pop("seconds")
+    assert serial == remote
+    # the caller wrote the runs' files; the scheduler's workers are still there
+    assert len([p for p in (tmp_path / "d").iterdir() if p.is_dir()]) == 4

@@ -5,15 +5,38 @@
 'tcp://host:8786'`` or ``client=`` sends the runs to an existing cluster. Each
 run is seeded as it is alone, so the results are the serial ones; the workers
 return them (history, network, metrics) and the caller writes every file, so a
-remote cluster needs no shared disk. The datasets go to the workers once
-(``scatter``). Dask is optional: ``pip install "minidl[distributed]"``.
+remote cluster needs no shared disk. Dask is optional: ``pip install
+"minidl[distributed]"``.
+
+What made a local sweep slower than the serial one (issue 18), and what this
+module does instead:
+
+- The workers' compiled passes ran two threads each (four on two cores, their
+  OpenMP barriers waiting for each other): Dask's ``env=`` reaches a worker
+  after it imported minidl (the spawned process imports the caller's main
+  module first, ``python -m minidl``'s included), too late for
+  ``MINIDL_NUM_THREADS``. It is now set before the workers are spawned, and a
+  run on any worker (one started by ``dask worker`` too) uses one thread unless
+  the worker's own ``MINIDL_NUM_THREADS`` says otherwise: a Dask worker thread
+  is one run on one core.
+- The datasets went through Dask (``scatter``: 220 MB of MNIST pickled and
+  sent to every worker). A worker now loads the dataset itself from its own
+  disk or cache, once per process (no download), and uses it if its bytes are
+  the caller's (a CRC-32 fingerprint); a worker that cannot (a remote machine
+  without the files) asks, and only then is the caller's copy sent.
+- A run asked the scheduler whether the sweep was cancelled every 100
+  iterations; it now asks at most once a second.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
+import time
 import uuid
+import zlib
+from dataclasses import dataclass
 
 from . import records
 from . import run as run_module
@@ -68,24 +91,113 @@ def _import_distributed():
     return distributed
 
 
+def fingerprint(data: run_module.Data) -> str:
+    """Which bytes a loaded dataset holds: shapes, dtypes and a CRC-32 of each array.
+
+    It tells a worker whether the dataset it loaded itself is the caller's (the
+    same files, the same loader); about 0.1 s for MNIST.
+    """
+    parts = []
+    for a in (data.x_train, data.t_train, data.x_test, data.t_test):
+        a = a if a.flags.c_contiguous else a.copy(order="C")
+        parts.append(f"{a.dtype.str}{a.shape}:{zlib.crc32(memoryview(a).cast('B')):08x}")
+    return ";".join(parts)
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """What a worker needs to load a run's dataset itself instead of receiving it."""
+
+    config: object  # the ExperimentConfig of a run on it (dataset, data_dir, model)
+    fingerprint: str
+    info: dict  # the caller's record of the dataset: every run's metrics say the same
+    seconds: float
+
+
+class NeedsData:
+    """A worker's answer when it cannot load the dataset (or its copy differs)."""
+
+    def __init__(self, fingerprint: str):
+        self.fingerprint = fingerprint
+
+
+_LOADED: dict[str, run_module.Data | None] = {}  # on a worker: by fingerprint (None: cannot)
+_LOADING = threading.Lock()
+
+
+def _worker_data(spec: DataSpec) -> run_module.Data | None:
+    """The dataset of ``spec``, loaded once per worker process; None if this worker can't."""
+    with _LOADING:
+        if spec.fingerprint not in _LOADED:
+            try:
+                data = run_module.load(spec.config, download=False)
+            except Exception as exc:  # noqa: BLE001 (no files here: the caller sends them)
+                logging.getLogger("minidl").info("cannot load %s here: %s",
+                                                 spec.config.dataset, exc)
+                data = None
+            if data is not None and fingerprint(data) != spec.fingerprint:
+                logging.getLogger("minidl").info("%s here differs from the caller's",
+                                                 spec.config.dataset)
+                data = None
+            _LOADED[spec.fingerprint] = data
+        data = _LOADED[spec.fingerprint]
+    if data is None:
+        return None
+    return run_module.Data(data.x_train, data.t_train, data.x_test, data.t_test,
+                           spec.info, spec.seconds)
+
+
+def _one_thread_per_run() -> None:
+    """On a worker: the compiled passes on one thread (``MINIDL_NUM_THREADS`` overrides).
+
+    Each of a worker's threads runs one run at a time, so a run is one core's
+    work; two threads per run on busy cores wait for each other at every step.
+    """
+    from .. import backend
+
+    wanted = os.environ.get("MINIDL_NUM_THREADS")
+    backend.STEP_THREADS = backend._num_threads(wanted) if wanted else 1
+
+
+class _StopCheck:
+    """``Event.is_set`` asked of the scheduler at most every ``interval`` seconds."""
+
+    def __init__(self, event, interval: float = 1.0):
+        self.event, self.interval, self.last = event, interval, time.monotonic()
+
+    def __call__(self) -> bool:
+        now = time.monotonic()
+        if now - self.last < self.interval:
+            return False
+        self.last = now
+        return self.event.is_set()
+
+
 def _remote_run(config, data, label, keep_going, stop_event):
     """On a worker: the run, without files (the caller writes them).
 
-    Dask cannot interrupt a task that is running: the run asks the sweep's
-    ``Event`` every ``_Recorder.STOP_CHECK`` iterations whether it was cancelled.
+    ``data``: the loaded dataset, or a ``DataSpec`` to load it here (a
+    ``NeedsData`` answer when this worker cannot). Dask cannot interrupt a task
+    that is running: the run asks the sweep's ``Event`` whether it was
+    cancelled, at most once a second.
     """
     import distributed
 
+    if isinstance(data, DataSpec):
+        spec, data = data, _worker_data(data)
+        if data is None:
+            return NeedsData(spec.fingerprint)
+    _one_thread_per_run()
     event = distributed.Event(stop_event)
     return run_module._run(config, data, None, progress=False, verbose=False, label=label,
-                           keep_going=keep_going, stop=event.is_set)
+                           keep_going=keep_going, stop=_StopCheck(event))
 
 
 class _Cluster:
     """The client to use, and what to close afterwards (only what this module started)."""
 
     def __init__(self, jobs: int | None, scheduler: str | None, client, timeout: float):
-        self.client, self.owned = client, []
+        self.client, self.owned, self.saved_env = client, [], {}
         if client is not None:
             return
         distributed = _import_distributed()
@@ -98,14 +210,32 @@ class _Cluster:
                               f"{timeout:g} s ({reason})") from None
             self.owned.append(self.client)
             return
-        cluster = distributed.LocalCluster(
-            n_workers=jobs, threads_per_worker=1, processes=True, host="127.0.0.1",
-            dashboard_address=":0", silence_logs=logging.ERROR,  # any free port
-            env={"MINIDL_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
-                 "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
+        one = {"MINIDL_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
+               "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        # before the spawn: a worker imports minidl (the caller's main module) before
+        # Dask's env= applies. Dask sets them in this process too: restored below.
+        self.saved_env = {k: os.environ.get(k) for k in one}
+        import dask
+
+        spawn_env = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), **one}
+        try:
+            with dask.config.set({"distributed.nanny.pre-spawn-environ": spawn_env}):
+                cluster = distributed.LocalCluster(
+                    n_workers=jobs, threads_per_worker=1, processes=True, host="127.0.0.1",
+                    dashboard_address=":0", silence_logs=logging.ERROR,  # any free port
+                    env=one)
+        finally:
+            self._restore_env()
         self.owned.append(cluster)
         self.client = distributed.Client(cluster)
         self.owned.insert(0, self.client)
+
+    def _restore_env(self):  # (a worker Dask restarts sets them here again)
+        for k, v in self.saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
     def close(self):
         for thing in self.owned:
@@ -113,6 +243,7 @@ class _Cluster:
                 thing.close()
             except Exception as exc:  # noqa: BLE001 (closing what may be half gone)
                 logging.getLogger("minidl").debug("closing %r: %s", thing, exc)
+        self._restore_env()
 
 
 def run_on_dask(tasks: list, *, progress: bool | None, verbose: bool, keep_going: bool,
@@ -126,24 +257,38 @@ def run_on_dask(tasks: list, *, progress: bool | None, verbose: bool, keep_going
     futures = {}
     bar = stop = None
     try:
-        scattered = {}
-        for task in tasks:  # each dataset once to every worker
-            if id(task.data) not in scattered:
-                scattered[id(task.data)] = client.scatter(task.data, broadcast=True)
+        specs, scattered = {}, {}
+        for task in tasks:  # the workers load each dataset themselves, once per process
+            if id(task.data) not in specs:
+                specs[id(task.data)] = DataSpec(task.config, fingerprint(task.data),
+                                                task.data.info, task.data.seconds)
         sweep_id = uuid.uuid4().hex[:8]
         stop = distributed.Event(f"minidl-stop-{sweep_id}", client=client)
-        for k, task in enumerate(tasks):
-            future = client.submit(_remote_run, task.config, scattered[id(task.data)],
-                                   task.label, keep_going, stop.name, pure=False,
-                                   key=f"minidl-run-{sweep_id}-{k:04d}")
+
+        def submit(k, data, attempt=""):
+            task = tasks[k]
+            future = client.submit(_remote_run, task.config, data, task.label, keep_going,
+                                   stop.name, pure=False,
+                                   key=f"minidl-run-{sweep_id}-{k:04d}{attempt}")
             futures[future] = k
+            return future
+
+        for k, task in enumerate(tasks):
+            submit(k, specs[id(task.data)])
         workers = max(len(client.scheduler_info().get("workers", {})), 1)
         bar = run_module._tqdm()(
             total=len(tasks), unit="run", leave=run_module.in_notebook(),
             disable=not (run_module.progress_default() if progress is None else progress))
-        for future in distributed.as_completed(futures):
+        finished = distributed.as_completed(list(futures))
+        for future in finished:
             k = futures[future]
             task = tasks[k]
+            if future.status == "finished" and isinstance(future.result(), NeedsData):
+                # that worker has not got the files: send the caller's copy (once)
+                if id(task.data) not in scattered:
+                    scattered[id(task.data)] = client.scatter(task.data, broadcast=True)
+                finished.add(submit(k, scattered[id(task.data)], "-sent"))
+                continue
             if task.out is not None:
                 records.prepare_out(task.out, overwrite=True)
             try:

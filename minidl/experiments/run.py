@@ -123,7 +123,8 @@ def data_key(config: ExperimentConfig) -> tuple:
     return config.dataset, config.data_dir, config.model == "convnet"
 
 
-def load(config: ExperimentConfig) -> Data:
+def load(config: ExperimentConfig, download: bool | None = None) -> Data:
+    """``config``'s dataset as a run trains on it. ``download``: as ``load_dataset``'s."""
     from ..datasets import DATASETS, dataset_status, load_dataset
 
     start = time.perf_counter()
@@ -131,7 +132,7 @@ def load(config: ExperimentConfig) -> Data:
     colour = {"grayscale": False} if convnet and config.dataset == "cifar-10" else {}
     (x_train, t_train), (x_test, t_test) = load_dataset(
         config.dataset, normalize=True, flatten=not convnet, one_hot_label=False,
-        data_dir=config.data_dir, **colour,
+        data_dir=config.data_dir, download=download, **colour,
     )
     seconds = time.perf_counter() - start
     meta = DATASETS[config.dataset]
@@ -204,7 +205,7 @@ class _Recorder:
 
     WRITE_INTERVAL = 5.0  # seconds between rewrites of metrics.json during training
 
-    STOP_CHECK = 100  # iterations between two calls of ``stop`` (a network call on Dask)
+    STOP_CHECK = 100  # iterations between two calls of ``stop`` (on Dask: at most 1/s)
 
     def __init__(self, metrics: dict, out: Path | None, bar, verbose: bool, prefix: str,
                  keep_going: bool = False, stop=None):
