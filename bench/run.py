@@ -131,11 +131,39 @@ def machine():
 
         blas = ", ".join(f"{i['internal_api']} {i['version']} {i['num_threads']} threads"
                          for i in threadpool_info() if i["user_api"] == "blas")
-    except ImportError:
-        blas = "BLAS threads unknown (threadpoolctl not installed)"
+    except ImportError:  # NumPy's build information, without the thread count
+        try:
+            info = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+            blas = f"{info.get('name', '?')} {info.get('version', '')}".strip()
+        except Exception:  # noqa: BLE001 - only a description
+            blas = "BLAS unknown"
+    from minidl import backend
+
+    threads = ", ".join(f"{name} {getattr(backend, name)}"
+                        for name in ("NUM_THREADS", "STEP_THREADS") if hasattr(backend, name))
+    set_vars = " ".join(f"{v}={os.environ[v]}" for v in contention.THREAD_VARS
+                        if v in os.environ)
     return (f"{platform.node() or 'machine'}: {os.cpu_count()} CPUs ({cpu}), "
-            f"Python {platform.python_version()}, numpy {np.__version__} ({blas}), "
-            f"minidl kernels {_sparse.SIMD_ISA}, load average {os.getloadavg()[0]:.2f}")
+            f"{platform.system()} {platform.release()}, Python {platform.python_version()}, "
+            f"numpy {np.__version__} ({blas}), minidl {source_commit()} (kernels "
+            f"{_sparse.SIMD_ISA}; threads: {threads}{'; ' + set_vars if set_vars else ''}), "
+            f"load average {os.getloadavg()[0]:.2f}")
+
+
+def source_commit():
+    """The source tree's commit (and '+changes' when it has uncommitted ones), or the
+    installed version."""
+    import minidl
+
+    try:
+        head = subprocess.run(["git", "-C", str(HERE.parent), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, check=True, timeout=10)
+        dirty = subprocess.run(["git", "-C", str(HERE.parent), "status", "--porcelain",
+                                "--untracked-files=no"], capture_output=True, text=True,
+                               check=True, timeout=10)
+        return head.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return getattr(minidl, "__version__", "?")
 
 
 def group_cases(kind_set, torch_version):
