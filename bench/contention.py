@@ -58,8 +58,8 @@ def busy_neighbour(active=True):
 
 def measure(dataset, kind, iters, single, n_train=None, n_test=None, dtype="float64"):
     """Seconds per step of one child run."""
-    spec = {"dataset": dataset, "kind": kind, "iters": iters, "n_train": n_train, "n_test": n_test,
-                "dtype": dtype}
+    spec = {"dataset": dataset, "kind": kind, "iters": iters, "n_train": n_train,
+            "n_test": n_test, "dtype": dtype}
     out = subprocess.run([sys.executable, str(HERE / "contention.py"), "--child",
                           json.dumps(spec)], env=thread_env(single), capture_output=True,
                          text=True, stdin=subprocess.DEVNULL, check=False)
@@ -93,9 +93,9 @@ def run(datasets, loops, rounds, n_train=None, n_test=None):
     results = {}
     print(f"\nContention: time per step (the first epoch's, after its evaluation) of the "
           f"784/1024-50-10 ReLU loop, "
-        f"default threads vs 1 thread ({' '.join(v + '=1' for v in THREAD_VARS)}), with one "
-        f"busy neighbour process (python -c 'while True: pass') and without; {rounds} "
-        f"round(s), medians")
+          f"default threads vs 1 thread ({' '.join(v + '=1' for v in THREAD_VARS)}), with one "
+          f"busy neighbour process (python -c 'while True: pass') and without; {rounds} "
+          f"round(s), medians")
     header = (f"{'case':50s} {'busy def us':>11s} {'busy 1t us':>10s} {'ratio':>6s} "
               f"{'idle def us':>11s} {'idle 1t us':>10s} {'ratio':>6s}")
     print(header)
@@ -118,7 +118,7 @@ def run(datasets, loops, rounds, n_train=None, n_test=None):
             name = f"{DATASETS[dataset][0]} {LOOPS[kind]} (load {os.getloadavg()[0]:.1f})"
             b, i = row["busy"], row["idle"]
             print(f"{name:50s} {b[0] * 1e6:11.0f} {b[1] * 1e6:10.0f} {b[2]:6.2f} "
-                f"{i[0] * 1e6:11.0f} {i[1] * 1e6:10.0f} {i[2]:6.2f}", flush=True)
+                  f"{i[0] * 1e6:11.0f} {i[1] * 1e6:10.0f} {i[2]:6.2f}", flush=True)
     return results
 
 
@@ -126,4 +126,4 @@ if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--child":
         child(json.loads(sys.argv[2]))
     else:
-        sys.exit("usage: run by bench/run.py (python -m bench --contention-only)")
+        sys.exit("usage: run by bench/run.py (python -m bench --no-groups for this row alone)")
