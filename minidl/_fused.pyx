@@ -452,6 +452,7 @@ cdef class SGDStep:
     cdef StepPlan eval_plans[MAX_EVAL_THREADS]  # count_correct's, one a thread (made once)
     cdef int n_eval_plans
     cdef Py_ssize_t kept_rows  # rows of the batch whose lists p.inp[0] holds (rows_gradient)
+    cdef readonly int max_threads  # num_threads: what ``threads`` may be set to, at most
 
     def __init__(self, list W, list b, x, tuple lists, bint sigmoid, Py_ssize_t batch_size,
                  int num_threads=1):
@@ -490,6 +491,7 @@ cdef class SGDStep:
         p.n_layers = L
         p.n_max = batch_size
         p.n_threads = max(1, num_threads)
+        self.max_threads = p.n_threads
         p.sigmoid = sigmoid
         for l in range(L + 1):
             p.sizes[l] = sizes[l]
@@ -579,6 +581,16 @@ cdef class SGDStep:
                                      f"C-contiguous {self.dtype} arrays shaped as W and b")
             p.gW[l] = cnp.PyArray_DATA(gW[l])
             p.gb[l] = cnp.PyArray_DATA(gb[l])
+
+    @property
+    def threads(self) -> int:
+        """Threads the next calls run on (1 to ``max_threads``; the results do not
+        depend on it)."""
+        return self.plan.n_threads
+
+    @threads.setter
+    def threads(self, int n):
+        self.plan.n_threads = max(1, min(n, self.max_threads))
 
     @property
     def skipped_update(self) -> bool:
@@ -698,7 +710,7 @@ cdef class SGDStep:
         cdef Py_ssize_t n = EVAL_ROWS, K
         cdef StepPlan* q
         if self.n_eval_plans == 0:
-            for t in range(min(self.plan.n_threads, MAX_EVAL_THREADS)):
+            for t in range(min(self.max_threads, MAX_EVAL_THREADS)):
                 q = &self.eval_plans[t]
                 q[0] = self.plan
                 q.n_threads, q.n_max = 1, n
@@ -712,5 +724,5 @@ cdef class SGDStep:
                 q.cptr = q.cidx = q.cptr0 = q.cidx0 = NULL
                 q.dz_lists.idx, q.dz_lists.val, q.dz_lists.ptr = NULL, NULL, NULL
                 self.n_eval_plans = t + 1
-        return <int>max(1, min(self.n_eval_plans, (M + n - 1) // n))
+        return <int>max(1, min(self.n_eval_plans, self.plan.n_threads, (M + n - 1) // n))
 

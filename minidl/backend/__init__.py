@@ -49,6 +49,10 @@ def _available_cpus() -> int:
 _THREADS_SET = os.environ.get("MINIDL_NUM_THREADS")
 NUM_THREADS = _num_threads(_THREADS_SET) if _THREADS_SET is not None else 1
 STEP_THREADS = NUM_THREADS if _THREADS_SET is not None else min(2, _available_cpus())
+# Set by the user: the compiled passes run on exactly that many threads. Otherwise
+# each pass measures one thread against STEP_THREADS as it runs and takes the
+# faster (minidl.engine.threads: a busy neighbour process makes one thread faster).
+THREADS_FIXED = _THREADS_SET is not None
 
 _ops: NumpyOps
 

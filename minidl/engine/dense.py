@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _core
+from ..backend import blas_threads
 
 __all__ = ["EVAL_CHUNK", "DenseStep"]
 
@@ -107,3 +108,33 @@ class DenseStep:
             correct += _core.count_correct_scores(self.forward(rows),
                                                   labels[start:start + len(rows)])
         return correct
+
+    # -- the same on a chosen number of BLAS threads --------------------------------
+    def gradient_on(self, threads: int, x, labels, gW, gb) -> float:
+        """forward, loss and backward of ``x`` (any dtype ``batch_from`` takes) with the
+        products on ``threads`` BLAS threads; returns the loss."""
+        before = blas_threads.set_local(threads)
+        try:
+            rows = self.batch_from(x)
+            self.forward(rows)
+            loss = self.loss(labels)
+            self.backward(rows, labels, gW, gb)
+            return loss
+        finally:
+            blas_threads.set_local(before)
+
+    def loss_on(self, threads: int, x, labels) -> float:
+        """forward and loss of ``x`` with the products on ``threads`` BLAS threads."""
+        before = blas_threads.set_local(threads)
+        try:
+            self.forward(self.batch_from(x))
+            return self.loss(labels)
+        finally:
+            blas_threads.set_local(before)
+
+    def count_correct_on(self, threads: int, x, labels) -> int:
+        before = blas_threads.set_local(threads)
+        try:
+            return self.count_correct(x, labels)
+        finally:
+            blas_threads.set_local(before)

@@ -30,6 +30,7 @@ from ..backend.cython_ops import zero_skipping_pays
 from ..functions import weight_decay_loss
 from . import rule
 from .dense import EVAL_CHUNK, DenseStep
+from .threads import ThreadChoice
 
 # Largest batch (entries of x) the compiled gradient and loss take: their
 # buffers hold a nonzero list as long as the whole batch (12 bytes an entry).
@@ -65,6 +66,7 @@ class NetworkPasses:
         self.stack = stack
         self._step = None  # the SGDStep, made for the input dtype and batch size met
         self._dense = None  # the DenseStep, made for the largest batch met
+        self._threads = {}  # a ThreadChoice per (pass, dense?)
         # the stack's dtype, depth and layout are ones the kernels take (the layout
         # is part of what the stack re-checks at each call)
         self._layout_ok = (stack.dtype is not None and stack.n_affine <= _fused.MAX_LAYERS
@@ -97,6 +99,21 @@ class NetworkPasses:
             self._step = step
         return step
 
+    def _choice(self, name: str, dense: bool) -> ThreadChoice:
+        key = (name, dense)
+        choice = self._threads.get(key)
+        if choice is None:
+            choice = self._threads[key] = ThreadChoice()
+        return choice
+
+    def _sparse_gradient(self, threads, step, b, gW, gb):
+        step.threads = threads
+        return step.gradient(b.x, b.labels, gW, gb)
+
+    def _sparse_loss(self, threads, step, b):
+        step.threads = threads
+        return step.gradient(b.x, b.labels)
+
     def _batch(self, x, t):
         """(the batch as the passes take it, whether it goes to the dense pass), or
         (None, False) for what the book's code runs."""
@@ -119,14 +136,11 @@ class NetworkPasses:
         gb = [np.empty(v.shape, dtype=v.dtype) for v in s.b]
         if dense:
             step = self._dense_for(len(b.x))
-            rows = step.batch_from(b.x)
-            step.forward(rows)
-            loss = step.loss(b.labels)
-            step.backward(rows, b.labels, gW, gb)
+            loss = self._choice("gradient", True).timed(step.gradient_on, b.x, b.labels, gW, gb)
             self._leave_dense(step, b, t, loss)
         else:
             step = self._step_for(b.x.dtype, len(b.x))
-            loss = step.gradient(b.x, b.labels, gW, gb)
+            loss = self._choice("gradient", False).timed(self._sparse_gradient, step, b, gW, gb)
             # zero-skipped terms are exact only when every backward gradient is finite:
             # a non-finite one shows in the loss or in its layer's bias gradient
             if not (np.isfinite(loss) and all(np.isfinite(g).all() for g in gb)):
@@ -150,12 +164,12 @@ class NetworkPasses:
             return None
         if dense:
             step = self._dense_for(len(b.x))
-            step.forward(step.batch_from(b.x))
-            self._leave_dense(step, b, t, step.loss(b.labels))
+            loss = self._choice("loss", True).timed(step.loss_on, b.x, b.labels)
+            self._leave_dense(step, b, t, loss)
         else:
             step = self._step_for(b.x.dtype, len(b.x))
             n = len(b.x)
-            loss = step.gradient(b.x, b.labels)
+            loss = self._choice("loss", False).timed(self._sparse_loss, step, b)
             self._leave_layers(b, t, loss, [a[:n].copy() for a in step.activations[:-1]],
                                step.probabilities[:n].copy())
         return with_weight_decay(self.stack, self.stack.last.loss)
@@ -176,6 +190,7 @@ class NetworkPasses:
                   and self._kernels_take())
         dense = None if sparse else self._dense_for(min(len(x), EVAL_CHUNK))
         n = len(x)
+        threads = self._choice("gradient", dense is not None).best()  # the machine's state
         # an input to convert (uint8, strided, ...) is converted a chunk at a time
         chunk = n if x.flags.c_contiguous and x.dtype in (np.float32, s.dtype) else 8 * EVAL_CHUNK
         correct = 0
@@ -183,9 +198,11 @@ class NetworkPasses:
             rows = rule.input_rows(s, x[start:start + chunk])
             part = labels[start:start + len(rows)]
             if dense is not None:
-                correct += dense.count_correct(rows, part)
+                correct += dense.count_correct_on(threads, rows, part)
             else:
-                correct += self._step_for(rows.dtype, 1).count_correct(rows, part)
+                step = self._step_for(rows.dtype, 1)
+                step.threads = threads
+                correct += step.count_correct(rows, part)
         return correct / float(n)
 
     def _leave_dense(self, step: DenseStep, b: rule.Batch, t, loss):

@@ -28,10 +28,12 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _core, _fused, _sparse, backend
+from ..backend import blas_threads
 from ..backend.cython_ops import zero_skipping_pays
 from . import rule
 from .dense import EVAL_CHUNK, DenseStep
 from .passes import with_weight_decay
+from .threads import ThreadChoice
 
 __all__ = ["StepRunner", "runner_for"]
 
@@ -89,6 +91,7 @@ class StepRunner:
         self._sgd = None  # the compiled step (_fused.SGDStep), made for the batch size
         self._dense = None  # the dense step (DenseStep), made for the batch size
         self._eval = None  # the dense evaluation's (EVAL_CHUNK rows)
+        self.threads = ThreadChoice(self.num_threads, fixed=num_threads is not None or None)
         self._grads = None  # the gradients' buffers, for an optimizer of its own
         if not self.params_finite():
             raise _Refused("a parameter holds NaN or infinity (NumPy's arithmetic: the plain loop)")
@@ -167,16 +170,25 @@ class StepRunner:
         rows = self._rows(rows)
         labels = self.labels[rows]
         with self.network._lock:
-            if self.dense:
+            return self.threads.timed(self._step_on, rows, labels)
+
+    def _step_on(self, threads: int, rows, labels) -> float | None:
+        """One step on ``threads`` threads (BLAS's for dense data, else the kernels')."""
+        if self.dense:
+            before = blas_threads.set_local(threads)
+            try:
                 return self._dense_step(rows, labels)
-            sgd = self._compiled(len(rows))
-            if _is_plain_sgd(self.optimizer) and not self.stack.weight_decay:
-                lr = self.lr if self.optimizer is None else float(self.optimizer.lr)
-                loss = sgd.step(rows, labels, lr)
-                if sgd.skipped_update:
-                    return None
-                return with_weight_decay(self.stack, loss)
-            return self._step_with_optimizer(sgd, rows, labels)
+            finally:
+                blas_threads.set_local(before)
+        sgd = self._compiled(len(rows))
+        sgd.threads = threads
+        if _is_plain_sgd(self.optimizer) and not self.stack.weight_decay:
+            lr = self.lr if self.optimizer is None else float(self.optimizer.lr)
+            loss = sgd.step(rows, labels, lr)
+            if sgd.skipped_update:
+                return None
+            return with_weight_decay(self.stack, loss)
+        return self._step_with_optimizer(sgd, rows, labels)
 
     def _step_with_optimizer(self, sgd, rows, labels) -> float:
         """Gradients from the compiled step, the optimizer's own update, and the loss
@@ -240,8 +252,11 @@ class StepRunner:
         nonzero lists, or on BLAS for dense data)."""
         x, labels, lists = self.eval_sets[name]
         with self.network._lock:
+            threads = self.threads.best()
             if self.dense:
                 if self._eval is None:
                     self._eval = DenseStep(self.stack, EVAL_CHUNK)
-                return self._eval.count_correct(x, labels) / float(len(x))
-            return self._compiled(1).count_correct(x, labels, lists) / float(len(x))
+                return self._eval.count_correct_on(threads, x, labels) / float(len(x))
+            sgd = self._compiled(1)
+            sgd.threads = threads
+            return sgd.count_correct(x, labels, lists) / float(len(x))

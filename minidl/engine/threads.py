@@ -1,0 +1,79 @@
+"""How many threads a compiled pass runs on: chosen by measuring, call by call.
+
+A second thread makes minidl's steps faster on an idle machine (about 1.2x on
+two cores) and several times slower when another process keeps a core busy: a
+thread descheduled for a time slice holds up the others at every barrier of
+every step. No fixed default is right for both, and a student's laptop, a
+shared lab machine and a Colab host are each sometimes one and sometimes the
+other. So each pass (a runner's steps, a network's gradient or loss) keeps the
+wall times of its recent calls on one thread and on the default number, runs
+on the faster, and tries the other now and then (a few calls in a hundred) to
+notice when the machine changes. Results never depend on the choice: every
+kernel gives the same numbers on any number of threads (tests hold them to it).
+
+``MINIDL_NUM_THREADS`` set in the environment fixes the count: no choice is made.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+
+from .. import backend
+
+__all__ = ["ThreadChoice"]
+
+EXPLORE_EVERY = 100  # calls between two tries of the option not in use
+TRIES = 2  # calls each try runs on it
+KEPT = 9  # recent wall times kept per option (their median decides)
+
+
+class ThreadChoice:
+    """Picks, before each call, between one thread and ``many``, from the median wall
+    times of recent calls on each. ``fixed``: always ``many`` (the user's setting)."""
+
+    def __init__(self, many: int | None = None, fixed: bool | None = None):
+        self.many = max(1, many or backend.STEP_THREADS)
+        self.fixed = backend.THREADS_FIXED if fixed is None else fixed
+        self.times = {1: deque(maxlen=KEPT), self.many: deque(maxlen=KEPT)}
+        self.calls = 0
+        self.current = self.many
+
+    def best(self) -> int:
+        """The option with the lower median wall time so far (``many`` until both are known)."""
+        if self.fixed or self.many == 1:
+            return self.many
+        one, many = self.times[1], self.times[self.many]
+        if not one or not many:
+            return self.many
+        return 1 if _median(one) < _median(many) else self.many
+
+    def pick(self) -> int:
+        """The thread count for the next call (then ``record`` its wall time)."""
+        self.calls += 1
+        if self.fixed or self.many == 1:
+            return self.many
+        if self.calls <= 2 * TRIES:  # first both, a couple of calls each
+            self.current = self.many if self.calls <= TRIES else 1
+        elif self.calls % EXPLORE_EVERY < TRIES:  # now and then, the other one
+            best = self.best()
+            self.current = 1 if best == self.many else self.many
+        else:
+            self.current = self.best()
+        return self.current
+
+    def record(self, threads: int, seconds: float) -> None:
+        self.times[threads].append(seconds)
+
+    def timed(self, run, *args):
+        """``run(threads, *args)`` on the picked thread count, its wall time recorded."""
+        threads = self.pick()
+        start = time.perf_counter()
+        result = run(threads, *args)
+        self.record(threads, time.perf_counter() - start)
+        return result
+
+
+def _median(values) -> float:
+    s = sorted(values)
+    return s[len(s) // 2]

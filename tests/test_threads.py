@@ -1,0 +1,85 @@
+"""The engine's thread choice (minidl.engine.threads) and the thread settings it drives."""
+
+import numpy as np
+import pytest
+
+from minidl import _fused
+from minidl.backend import blas_threads
+from minidl.engine import threads as thread_choice
+from minidl.engine.passes import passes_for
+from minidl.engine.threads import ThreadChoice
+from minidl.networks import TwoLayerNet
+
+
+def run_calls(choice, seconds, calls):
+    """Picks ``calls`` times, each call taking ``seconds[threads]``; returns the picks."""
+    picks = []
+    for _ in range(calls):
+        n = choice.pick()
+        picks.append(n)
+        choice.record(n, seconds[n])
+    return picks
+
+
+@pytest.mark.parametrize("faster", [1, 2])
+def test_the_faster_option_is_taken_and_the_other_tried_now_and_then(faster):
+    choice = ThreadChoice(2, fixed=False)
+    seconds = {1: 1.0, 2: 3.0} if faster == 1 else {1: 3.0, 2: 1.0}
+    picks = run_calls(choice, seconds, 1000)
+    assert set(picks) == {1, 2}
+    share = picks.count(faster) / len(picks)
+    assert 0.95 <= share < 1  # tries of the other option: a few calls in a hundred
+    assert choice.best() == faster
+
+
+def test_a_change_of_machine_is_followed():
+    choice = ThreadChoice(2, fixed=False)
+    run_calls(choice, {1: 3.0, 2: 1.0}, 300)
+    assert choice.best() == 2
+    # a neighbour starts: two threads become slow
+    picks = run_calls(choice, {1: 3.0, 2: 9.0}, 2 * thread_choice.EXPLORE_EVERY
+                      * thread_choice.KEPT)
+    assert choice.best() == 1 and picks[-50:].count(1) >= 48
+
+
+def test_a_fixed_count_is_never_changed():
+    choice = ThreadChoice(2, fixed=True)
+    assert set(run_calls(choice, {1: 1.0, 2: 5.0}, 300)) == {2}
+    assert set(run_calls(ThreadChoice(1, fixed=False), {1: 1.0}, 50)) == {1}
+
+
+def test_sgd_step_threads_are_clamped_to_what_it_was_made_for():
+    W = [np.zeros((8, 4)), np.zeros((4, 3))]
+    b = [np.zeros(4), np.zeros(3)]
+    step = _fused.SGDStep(W, b, np.zeros((5, 8)), None, False, 10, 2)
+    assert step.threads == step.max_threads == 2
+    step.threads = 1
+    assert step.threads == 1
+    step.threads = 7
+    assert step.threads == 2
+    step.threads = 0
+    assert step.threads == 1
+
+
+@pytest.mark.parametrize("density", [0.2, 0.9])  # the kernels' threads, BLAS's threads
+def test_the_thread_count_does_not_change_the_passes_results(density, rng, monkeypatch):
+    x = rng.random((150, 64)).astype(np.float32)
+    x[rng.random(x.shape) >= density] = 0
+    t = rng.integers(0, 6, 150)
+    net = TwoLayerNet(64, 20, 6, weight_init_std=0.3)
+    passes = passes_for(net)
+    results = []
+    for n in (1, 2):
+        monkeypatch.setattr(ThreadChoice, "pick", lambda self, n=n: n)
+        monkeypatch.setattr(ThreadChoice, "best", lambda self, n=n: n)
+        grads = passes.gradient(x, t)
+        results.append((grads, passes.loss(x, t), passes.accuracy(x, t)))
+    (g1, l1, a1), (g2, l2, a2) = results
+    for key in g1:
+        np.testing.assert_array_equal(g1[key], g2[key])
+    assert l1 == l2 and a1 == a2
+
+
+def test_blas_threads_set_for_the_calling_thread_are_restored():
+    before = blas_threads.set_local(1)
+    assert blas_threads.set_local(before) == (1 if blas_threads.available() else 0)
