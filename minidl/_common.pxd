@@ -221,3 +221,20 @@ cdef inline void _spmmt(const int32_t* cptr, const int32_t* cidx, const xfloat* 
         else:
             minidl_spmmt_dd(cptr, cidx, cval, k0, k1, dout, ldd, H, dst, lddst, scale,
                             accumulate)
+
+
+cdef inline Py_ssize_t _argmax_row(const floating* row, Py_ssize_t c) noexcept nogil:
+    # np.argmax of one row: the first maximum, or the first NaN (NumPy takes NaN as
+    # the maximum)
+    cdef Py_ssize_t j, best = 0
+    cdef floating v, top = row[0]
+    if top != top:
+        return 0
+    for j in range(1, c):
+        v = row[j]
+        if v != v:
+            return j
+        if v > top:
+            top = v
+            best = j
+    return best

@@ -36,7 +36,7 @@ cimport numpy as cnp
 from minidl._common cimport (
     floating, minidl_vmath_init, _relu_forward, _relu_backward, _sigmoid_forward,
     _sigmoid_backward, _finite_norm, _softmax_cross_entropy_forward,
-    _softmax_cross_entropy_backward,
+    _softmax_cross_entropy_backward, _argmax_row,
 )
 
 cnp.import_array()
@@ -217,27 +217,13 @@ def count_correct_scores(
 ) -> int:
     """How many rows have ``np.argmax(row) == label``: the first maximum, or the
     first NaN (NumPy's argmax takes NaN as the maximum)."""
-    cdef Py_ssize_t i, j, best, n = scores.shape[0], c = scores.shape[1]
+    cdef Py_ssize_t i, n = scores.shape[0], c = scores.shape[1]
     cdef Py_ssize_t correct = 0
-    cdef const floating* row
-    cdef floating v, top
     if n == 0 or c == 0:
         return 0
     with nogil:
         for i in range(n):
-            row = &scores[i, 0]
-            best = 0
-            top = row[0]
-            if top == top:
-                for j in range(1, c):
-                    v = row[j]
-                    if v != v:
-                        best = j
-                        break
-                    if v > top:
-                        top = v
-                        best = j
-            correct += best == labels[i]
+            correct += _argmax_row(&scores[i, 0], c) == labels[i]
     return correct
 
 

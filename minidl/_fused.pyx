@@ -30,7 +30,7 @@ from minidl._common cimport (
     floating, xfloat, minidl_sparse_init, minidl_vmath_init, minidl_prefetch_list,
     _nz, _csc, _spmm, _spmmt, _relu_forward, _relu_backward, _sigmoid_forward,
     _sigmoid_backward, _softmax_cross_entropy_forward, _softmax_cross_entropy_backward,
-    _finite_norm,
+    _finite_norm, _argmax_row,
 )
 
 cnp.import_array()
@@ -348,11 +348,10 @@ cdef Py_ssize_t _count_chunk(StepPlan* p, const xfloat* x, Py_ssize_t s, Py_ssiz
     """How many of the rows s..s+n of x (n <= p.n_max) score highest on their label;
     the first layer's lists are read in place from (li, lv, lp) or scanned from x.
     The highest score is np.argmax's: the first maximum, or the first NaN."""
-    cdef Py_ssize_t i, j, best, correct = 0, K = p.sizes[0], C = p.sizes[p.n_layers]
+    cdef Py_ssize_t i, correct = 0, K = p.sizes[0], C = p.sizes[p.n_layers]
     cdef Lists* inp = &p.inp[0]
     cdef Lists own = inp[0]  # the first layer's buffers, restored below
     cdef const floating* scores
-    cdef floating v, top
     if li == NULL:
         inp.ptr[0] = 0
         _nz(x + s * K, K, 0, n, K, inp.idx, <xfloat*>inp.val, inp.ptr)
@@ -364,18 +363,7 @@ cdef Py_ssize_t _count_chunk(StepPlan* p, const xfloat* x, Py_ssize_t s, Py_ssiz
     inp[0] = own
     scores = <const floating*>p.act[p.n_layers - 1]
     for i in range(n):
-        best = 0
-        top = scores[i * C]
-        if top == top:  # not NaN
-            for j in range(1, C):
-                v = scores[i * C + j]
-                if v != v:
-                    best = j
-                    break
-                if v > top:
-                    top = v
-                    best = j
-        correct += best == labels[s + i]
+        correct += _argmax_row(scores + i * C, C) == labels[s + i]
     return correct
 
 
