@@ -83,3 +83,13 @@ def test_the_thread_count_does_not_change_the_passes_results(density, rng, monke
 def test_blas_threads_set_for_the_calling_thread_are_restored():
     before = blas_threads.set_local(1)
     assert blas_threads.set_local(before) == (1 if blas_threads.available() else 0)
+
+
+def test_blas_threads_local_restores_the_count_before_it():
+    before = blas_threads.set_local(2)
+    try:
+        with blas_threads.local(1):
+            assert blas_threads.set_local(1) == (1 if blas_threads.available() else 0)
+        assert blas_threads.set_local(2) == (2 if blas_threads.available() else 0)
+    finally:
+        blas_threads.set_local(before)

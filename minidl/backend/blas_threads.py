@@ -14,7 +14,7 @@ from __future__ import annotations
 import ctypes
 import os
 
-__all__ = ["available", "set_local"]
+__all__ = ["available", "local", "set_local"]
 
 
 def _loaded_openblas():
@@ -51,3 +51,19 @@ def set_local(n: int) -> int:
     """Run the calling thread's BLAS products on ``n`` threads; returns the count it
     replaces (0 when NumPy's BLAS offers no such setting, which changes nothing)."""
     return _set_local(n) if _set_local is not None else 0
+
+
+class local:
+    """``with local(n):`` the calling thread's BLAS products on ``n`` threads, the
+    count before restored after."""
+
+    __slots__ = ("before", "n")
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def __enter__(self):
+        self.before = set_local(self.n)
+
+    def __exit__(self, *exc):
+        set_local(self.before)

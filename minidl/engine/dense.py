@@ -113,28 +113,19 @@ class DenseStep:
     def gradient_on(self, threads: int, x, labels, gW, gb) -> float:
         """forward, loss and backward of ``x`` (any dtype ``batch_from`` takes) with the
         products on ``threads`` BLAS threads; returns the loss."""
-        before = blas_threads.set_local(threads)
-        try:
+        with blas_threads.local(threads):
             rows = self.batch_from(x)
             self.forward(rows)
             loss = self.loss(labels)
             self.backward(rows, labels, gW, gb)
             return loss
-        finally:
-            blas_threads.set_local(before)
 
     def loss_on(self, threads: int, x, labels) -> float:
         """forward and loss of ``x`` with the products on ``threads`` BLAS threads."""
-        before = blas_threads.set_local(threads)
-        try:
+        with blas_threads.local(threads):
             self.forward(self.batch_from(x))
             return self.loss(labels)
-        finally:
-            blas_threads.set_local(before)
 
     def count_correct_on(self, threads: int, x, labels) -> int:
-        before = blas_threads.set_local(threads)
-        try:
+        with blas_threads.local(threads):
             return self.count_correct(x, labels)
-        finally:
-            blas_threads.set_local(before)

@@ -91,7 +91,7 @@ class StepRunner:
         self._sgd = None  # the compiled step (_fused.SGDStep), made for the batch size
         self._dense = None  # the dense step (DenseStep), made for the batch size
         self._eval = None  # the dense evaluation's (EVAL_CHUNK rows)
-        self.threads = ThreadChoice(self.num_threads, fixed=num_threads is not None or None)
+        self.threads = ThreadChoice(self.num_threads, fixed=True if num_threads is not None else None)
         self._grads = None  # the gradients' buffers, for an optimizer of its own
         if not self.params_finite():
             raise _Refused("a parameter holds NaN or infinity (NumPy's arithmetic: the plain loop)")
@@ -175,16 +175,12 @@ class StepRunner:
     def _step_on(self, threads: int, rows, labels) -> float | None:
         """One step on ``threads`` threads (BLAS's for dense data, else the kernels')."""
         if self.dense:
-            before = blas_threads.set_local(threads)
-            try:
+            with blas_threads.local(threads):
                 return self._dense_step(rows, labels)
-            finally:
-                blas_threads.set_local(before)
         sgd = self._compiled(len(rows))
         sgd.threads = threads
         if _is_plain_sgd(self.optimizer) and not self.stack.weight_decay:
-            lr = self.lr if self.optimizer is None else float(self.optimizer.lr)
-            loss = sgd.step(rows, labels, lr)
+            loss = sgd.step(rows, labels, self._sgd_lr())
             if sgd.skipped_update:
                 return None
             return with_weight_decay(self.stack, loss)
@@ -200,6 +196,10 @@ class StepRunner:
         self._update(gW, gb)
         return with_weight_decay(self.stack, sgd.loss_after_update(labels))
 
+    def _sgd_lr(self) -> float:
+        """The learning rate of the course's SGD: ``lr``, or minidl's SGD object's."""
+        return self.lr if self.optimizer is None else float(self.optimizer.lr)
+
     def _gradient_buffers(self):
         if self._grads is None:
             s = self.stack
@@ -212,7 +212,7 @@ class StepRunner:
         s = self.stack
         params = self.network.params
         if _is_plain_sgd(self.optimizer) and not s.weight_decay:
-            lr = self.lr if self.optimizer is None else float(self.optimizer.lr)
+            lr = self._sgd_lr()
             for w, v, g, h in zip(s.W, s.b, gW, gb):  # the book's params[key] -= lr * grads[key]
                 w -= lr * g
                 v -= lr * h

@@ -37,7 +37,6 @@ class ThreadChoice:
         self.fixed = backend.THREADS_FIXED if fixed is None else fixed
         self.times = {1: deque(maxlen=KEPT), self.many: deque(maxlen=KEPT)}
         self.calls = 0
-        self.current = self.many
 
     def best(self) -> int:
         """The option with the lower median wall time so far (``many`` until both are known)."""
@@ -54,13 +53,11 @@ class ThreadChoice:
         if self.fixed or self.many == 1:
             return self.many
         if self.calls <= 2 * TRIES:  # first both, a couple of calls each
-            self.current = self.many if self.calls <= TRIES else 1
-        elif self.calls % EXPLORE_EVERY < TRIES:  # now and then, the other one
-            best = self.best()
-            self.current = 1 if best == self.many else self.many
-        else:
-            self.current = self.best()
-        return self.current
+            return self.many if self.calls <= TRIES else 1
+        best = self.best()
+        if self.calls % EXPLORE_EVERY < TRIES:  # now and then, the other one
+            return 1 if best == self.many else self.many
+        return best
 
     def record(self, threads: int, seconds: float) -> None:
         self.times[threads].append(seconds)
