@@ -42,6 +42,29 @@ def test_a_change_of_machine_is_followed():
     assert choice.best() == 1 and picks[-50:].count(1) >= 48
 
 
+def test_tries_of_a_much_slower_option_take_a_small_share_of_the_time():
+    # a busy machine: a second thread waits a time slice at each barrier (25 ms a call)
+    choice = ThreadChoice(2, fixed=False)
+    seconds = {1: 0.001, 2: 0.030}
+    picks = run_calls(choice, seconds, 20000)
+    later = picks[2 * thread_choice.TRIES:]
+    tried = later.count(2) * seconds[2]
+    assert 0 < tried <= 1.5 * thread_choice.EXPLORE_SHARE * later.count(1) * seconds[1]
+    assert choice.best() == 1
+
+
+def test_a_machine_that_became_idle_is_followed_within_a_few_calls():
+    choice = ThreadChoice(2, fixed=False)
+    run_calls(choice, {1: 3.0, 2: 9.0}, 300)
+    assert choice.best() == 1
+    # the neighbour stops: two threads become fast; the next try finds it and the
+    # following calls confirm it
+    picks = run_calls(choice, {1: 3.0, 2: 1.0}, 400)
+    first = picks.index(2)
+    assert picks[first:first + thread_choice.KEPT].count(2) >= thread_choice.KEPT // 2 + 1
+    assert choice.best() == 2 and picks[-50:].count(2) >= 48
+
+
 def test_a_fixed_count_is_never_changed():
     choice = ThreadChoice(2, fixed=True)
     assert set(run_calls(choice, {1: 1.0, 2: 5.0}, 300)) == {2}

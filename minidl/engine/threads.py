@@ -23,20 +23,33 @@ from .. import backend
 
 __all__ = ["ThreadChoice"]
 
-EXPLORE_EVERY = 100  # calls between two tries of the option not in use
-TRIES = 2  # calls each try runs on it
+EXPLORE_EVERY = 100  # calls at least between two tries of the option not in use
+EXPLORE_SHARE = 0.02  # at most this share of the time spent goes to those tries
+TRIES = 2  # calls on each option at the start
 KEPT = 9  # recent wall times kept per option (their median decides)
 
 
 class ThreadChoice:
     """Picks, before each call, between one thread and ``many``, from the median wall
-    times of recent calls on each. ``fixed``: always ``many`` (the user's setting)."""
+    times of recent calls on each. ``fixed``: always ``many`` (the user's setting).
+
+    A try of the other option costs what that option costs, which on a busy
+    machine can be thirty calls' worth (a second thread waiting a time slice at
+    each barrier): tries come at least ``EXPLORE_EVERY`` calls apart, and further
+    apart when the other option was slow, so that they take at most
+    ``EXPLORE_SHARE`` of the time. A try that beats the option in use is followed
+    by another at once, so that a machine that became idle (or busy) is followed
+    within a few calls.
+    """
 
     def __init__(self, many: int | None = None, fixed: bool | None = None):
         self.many = max(1, many or backend.STEP_THREADS)
         self.fixed = backend.THREADS_FIXED if fixed is None else fixed
         self.times = {1: deque(maxlen=KEPT), self.many: deque(maxlen=KEPT)}
         self.calls = 0
+        self._since_try = 0  # calls since the last try of the other option
+        self._spent = 0.0  # seconds spent on the option in use since then
+        self._again = False  # the last try was faster: try once more
 
     def best(self) -> int:
         """The option with the lower median wall time so far (``many`` until both are known)."""
@@ -55,11 +68,21 @@ class ThreadChoice:
         if self.calls <= 2 * TRIES:  # first both, a couple of calls each
             return self.many if self.calls <= TRIES else 1
         best = self.best()
-        if self.calls % EXPLORE_EVERY < TRIES:  # now and then, the other one
-            return 1 if best == self.many else self.many
+        other = 1 if best == self.many else self.many
+        if self._again or (self._since_try >= EXPLORE_EVERY
+                           and self._spent * EXPLORE_SHARE >= _median(self.times[other])):
+            return other
         return best
 
     def record(self, threads: int, seconds: float) -> None:
+        if self.calls > 2 * TRIES and not self.fixed and self.many != 1:
+            if threads == self.best():
+                self._since_try += 1
+                self._spent += seconds
+                self._again = False
+            else:  # a try of the other option
+                self._again = seconds < _median(self.times[self.best()])
+                self._since_try, self._spent = 0, 0.0
         self.times[threads].append(seconds)
 
     def timed(self, run, *args):
