@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._accuracy import accuracy_inputs
 from ._atomic import atomic_write
 from ._model_file import FORMAT_VERSION
 from ._params_file import read_params, write_params
@@ -111,6 +112,7 @@ class _ConvNet:
     def accuracy(self, x, t, batch_size=100):
         """Fraction of rows of ``x`` whose highest score is the label in ``t``,
         predicted ``batch_size`` rows at a time (all rows, the last partial batch too)."""
+        x, t = accuracy_inputs(x, t)
         if t.ndim != 1:
             t = np.argmax(t, axis=1)
         acc = 0.0

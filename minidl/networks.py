@@ -17,11 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from . import _extend_numgrad
+from ._accuracy import accuracy_inputs
 from ._atomic import atomic_write
 from ._model_file import FORMAT_VERSION, ModelFile
 from ._serial import lock_of, network_state, serialized
 from .backend import ops
-from .backend.checks import FLOAT_DTYPES, as_array, batch_size_of
+from .backend.checks import FLOAT_DTYPES
 from .convnets import CONVNETS, DeepConvNet, SimpleConvNet, build_convnet, convnet_param_shapes
 from .functions import weight_decay_loss
 from .gradcheck import fast_numerical_gradient
@@ -156,13 +157,11 @@ class _LayerNet:
         Evaluated in chunks of ``EVAL_CHUNK`` rows, so that a whole dataset never
         needs its activations (or a float64 copy of its images) at once.
         """
-        x = as_array("accuracy: x", x)
-        batch_size_of("accuracy: x", x)
+        x, t = accuracy_inputs(x, t)
         fused = ops().fused(self)  # counted in compiled chunks, when it may
         accuracy = fused.accuracy(x, t) if fused is not None else None
         if accuracy is not None:
             return accuracy
-        t = np.asarray(t)
         if t.ndim != 1:
             t = np.argmax(t, axis=1)
         correct = 0
@@ -413,6 +412,7 @@ class MultiLayerNetExtend(_LayerNet):
     def accuracy(self, x, t):
         """Fraction of rows whose highest score (in test mode) is the label; in chunks
         of ``EVAL_CHUNK`` rows, which in test mode are independent of each other."""
+        x, t = accuracy_inputs(x, t)
         if t.ndim != 1:
             t = np.argmax(t, axis=1)
         correct = 0
