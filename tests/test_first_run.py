@@ -34,6 +34,7 @@ def test_train_offline_suggests_the_data_dir_and_mnist_mini(capsys, tmp_path, mo
     line = error_line(capsys, ["train", "--dataset", dataset, "--iters", "1"])
     for words in ("was not found", "MINIDL_OFFLINE=1", "MINIDL_DATA_DIR", "--dataset mnist-mini"):
         assert words in line, line
+    assert not (tmp_path / "runs").exists()  # no empty runs/ left by the failed start
 
 
 def test_train_without_network(capsys, tmp_path, monkeypatch, no_network):
@@ -42,6 +43,7 @@ def test_train_without_network(capsys, tmp_path, monkeypatch, no_network):
     for words in ("could not be downloaded", "check the network", "MINIDL_DATA_DIR",
                   "--dataset mnist-mini"):
         assert words in line, line
+    assert not (tmp_path / "runs").exists()
 
 
 @pytest.mark.parametrize("offline", [True, False])

@@ -104,8 +104,12 @@ def _not_found(
     return "\n".join(lines)
 
 
-def _summary(info: DatasetInfo, download_note: str, attempts=None) -> str:
-    """The not-found error in one line, for the command line: what failed, what to do."""
+def _summary(info: DatasetInfo, download_note: str, attempts=None, problems=()) -> str:
+    """The not-found error in one line, for the command line: what failed, what to do.
+
+    ``problems``: the places that held something unusable (an incomplete folder, a folder
+    where a file should be), named after what failed.
+    """
     put = f"set MINIDL_DATA_DIR to a folder holding {_short_layout(info.name)}"
     if attempts is not None:  # a download was tried
         first = " ".join(f"{attempts[0][0]}: {attempts[0][1]}".split()) if attempts else ""
@@ -118,13 +122,14 @@ def _summary(info: DatasetInfo, download_note: str, attempts=None) -> str:
         allow = ("unset MINIDL_OFFLINE" if "MINIDL_OFFLINE" in download_note
                  else "allow the download")
         fix = f"{put}, or {allow}"
-    return f"{head}; to fix it: {fix}; or try {_MINI_HINT}"
+    found = "".join(f"; {path}: {what}" for path, what in problems)
+    return f"{head}{found}; to fix it: {fix}; or try {_MINI_HINT}"
 
 
 def _not_found_error(info: DatasetInfo, search: _locate.Search, download_note: str,
                      attempts=None, error=DatasetNotFoundError) -> DatasetNotFoundError:
     exc = error(_not_found(info, search, download_note, tried=attempts is not None))
-    exc.summary = _summary(info, download_note, attempts)
+    exc.summary = _summary(info, download_note, attempts, search.problems)
     return exc
 
 

@@ -65,9 +65,10 @@ def test_wrong_kind_of_entry(tmp_path, monkeypatch, how, named):
         folder.rmdir()
         data_dir.rmdir()
         data_dir.write_bytes(b"not a folder")
-    # Nowhere else: the not-found error names it.
-    with clear_error(named, types=DatasetNotFoundError, one_line=False):
+    # Nowhere else: the not-found error names it, and so does its line for the command line.
+    with clear_error(named, types=DatasetNotFoundError, one_line=False) as info:
         load_mnist(data_dir=data_dir)
+    assert named in info.value.summary and "\n" not in info.value.summary
     # A copy further down the search: used, with a warning that says why.
     write_idx(cache_root(tmp_path) / "mnist", arrays, gz=True)
     with pytest.warns(UserWarning, match="using .*xdg-cache/minidl/mnist instead") as record:
