@@ -331,6 +331,27 @@ def test_convolution_in_groups_of_images_is_the_same(monkeypatch, chunk_bytes, d
     close(ours.forward(x_small), theirs.forward(x_small), dtype, np.abs(out).max())
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_convolution_on_one_or_two_blas_threads_is_the_same(monkeypatch, dtype, rng):
+    # each layer chooses its products' BLAS threads by measuring (one choice for
+    # forward, one for backward, kept with the layer): the numbers must not depend on it
+    from minidl.engine.threads import ThreadChoice
+
+    if minidl.get_backend() != "cython":
+        pytest.skip("the compiled backend is not selected")
+    x, _, _, ours, theirs = conv_pair((6, 3, 9, 9), (4, 3, 3, 3), 1, 1, dtype, rng)
+    dout = rng.standard_normal((6, 4, 9, 9)).astype(dtype)
+    results = []
+    for n in (1, 2):
+        monkeypatch.setattr(ThreadChoice, "pick", lambda self, n=n: n)
+        results.append((ours.forward(x).copy(), ours.backward(dout).copy(), ours.dW.copy()))
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
+    close(results[0][0], theirs.forward(x), dtype, np.abs(results[0][0]).max())
+    choices = [v for v in ours._state.values() if isinstance(v, ThreadChoice)]
+    assert len(choices) == 2 and all(sum(map(len, c.times.values())) for c in choices)
+
+
 def _geometry(x_shape, fh, fw, stride, pad):
     _, _, H, W = x_shape
     return (H + 2 * pad - fh) // stride + 1, (W + 2 * pad - fw) // stride + 1
