@@ -335,3 +335,16 @@ def test_dist_checker_names_what_is_missing_or_generated():
     problems = check["check_wheel"]("minidl-0.1.0-py3-none-any.whl", wheel, modules)
     assert "not a platform wheel: py3-none-any" in problems
     assert "wheel lacks the compiled extension minidl/_core" in problems
+
+
+@pytest.mark.skipif(not (SOURCE / "pyproject.toml").is_file(), reason="no pyproject.toml beside tests/")
+def test_wheels_built_with_openmp_bundle_its_runtime():
+    """cibuildwheel repairs Linux (auditwheel) and macOS (delocate) wheels by default, Windows
+    wheels not at all: there MSVC's vcomp140.dll must be bundled by delvewheel."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    config = tomllib.loads((SOURCE / "pyproject.toml").read_text())["tool"]["cibuildwheel"]
+    windows = config["windows"]
+    if windows.get("environment", {}).get("MINIDL_OPENMP") != "0":
+        assert "delvewheel" in windows.get("before-build", ""), windows
+        assert windows.get("repair-wheel-command", "").startswith("delvewheel repair"), windows
+    assert "repair-wheel-command" not in config.get("linux", {})  # auditwheel's default
