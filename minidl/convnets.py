@@ -103,6 +103,15 @@ class _ConvNet:
     def __getstate__(self):
         return network_state(self)  # copies and pickles leave out the lock
 
+    def __repr__(self) -> str:
+        # as the dense networks': the geometry and size, not the arrays
+        channels, height, width, hidden, classes = self._sizes
+        filters = ", ".join(f"{p['filter_num']} {p['filter_size']}x{p['filter_size']}"
+                            for p in self._conv_params)
+        n = sum(int(np.size(p)) for p in self.params.values())
+        return (f"{type(self).__name__}({channels}x{height}x{width}, filters {filters}, "
+                f"hidden {hidden}, {classes} classes, {self.dtype.name}, {n:,} parameters)")
+
     @serialized
     def loss(self, x, t):
         y = self.predict(x)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from minidl import training
+from minidl.convnets import DeepConvNet, SimpleConvNet
 from minidl.datasets import DATASETS
 from minidl.experiments import ExperimentConfig, compare, run_experiment
 from minidl.experiments import run as run_module
@@ -149,6 +150,10 @@ def test_network_reprs():
     net = MultiLayerNet(784, [100, 50], 10, weight_decay_lambda=0.1)
     assert repr(net) == ("MultiLayerNet(784-100-50-10, relu, float64, 84,060 parameters, "
                          "weight decay 0.1)")
+    assert repr(SimpleConvNet(dtype=np.float32)) == (
+        "SimpleConvNet(1x28x28, filters 30 5x5, hidden 100, 10 classes, float32, "
+        "433,890 parameters)")
+    assert repr(DeepConvNet()).startswith("DeepConvNet(1x28x28, filters 16 3x3, 16 3x3, 32 3x3, ")
 
 
 def test_gradient_check_report_puts_the_reason_on_the_line():
