@@ -13,6 +13,8 @@ where finite differences are expected to disagree with the derivative.
 
 from __future__ import annotations
 
+import math
+import numbers
 import time
 from dataclasses import dataclass, field
 
@@ -170,6 +172,13 @@ class GradientCheckReport:
                 "entries at ReLU kinks are not judged.\n")
 
 
+def _tolerance(value) -> bool:
+    """A tolerance that means something: a finite real number >= 0 (NaN and infinity pass
+    every entry, a string or None would fail in the comparison with a NumPy message)."""
+    return (isinstance(value, numbers.Real) and not isinstance(value, bool)
+            and math.isfinite(value) and value >= 0)
+
+
 def gradient_check(network, x, t, *, atol: float = 1e-6, rtol: float = 1e-3,
                    method: str = "auto") -> GradientCheckReport:
     """Compare ``network.gradient`` (backprop) with the numerical gradient, per parameter.
@@ -191,8 +200,9 @@ def gradient_check(network, x, t, *, atol: float = 1e-6, rtol: float = 1e-3,
     ``method`` chooses the numerical gradient as ``network.numerical_gradient``
     does; kinks are counted only by the fast path (``n_kink`` None otherwise).
     """
-    if not (atol >= 0 and rtol >= 0):  # NaN compares false: refused too
-        raise ValueError(f"gradient_check: atol and rtol must be numbers >= 0, got {atol}, {rtol}")
+    if not all(_tolerance(v) for v in (atol, rtol)):
+        raise ValueError(f"gradient_check: atol and rtol must be finite numbers >= 0, got "
+                         f"{atol!r}, {rtol!r}")
     start = time.perf_counter()
     backprop = network.gradient(x, t)
     backprop_seconds = time.perf_counter() - start

@@ -142,3 +142,16 @@ def test_train_on_other_dtypes_is_training_on_them_in_float64(dtype):
     np.testing.assert_allclose(losses, want_losses, rtol=1e-9)
     for key in want_params:
         np.testing.assert_allclose(params[key], want_params[key], rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("tolerances", [{"atol": np.nan, "rtol": np.nan}, {"atol": np.nan},
+                                        {"rtol": np.inf}, {"atol": -1e-6}, {"atol": "1e-6"},
+                                        {"rtol": None}, {"atol": True}])
+def test_gradient_check_refuses_tolerances_that_mean_nothing(tolerances):
+    from minidl.gradient import gradient_check
+
+    _, net = book_and_minidl(0)
+    x, t = np.random.default_rng(1).standard_normal((3, D)), np.array([0, 1, 2])
+    with clear_error("atol and rtol must be finite numbers >= 0"):
+        gradient_check(net, x, t, **tolerances)  # NaN and infinity passed every entry
+    assert gradient_check(net, x, t, atol=0.0, rtol=np.float32(1e-3)).ok
