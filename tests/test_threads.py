@@ -61,8 +61,24 @@ def test_a_machine_that_became_idle_is_followed_within_a_few_calls():
     # following calls confirm it
     picks = run_calls(choice, {1: 3.0, 2: 1.0}, 400)
     first = picks.index(2)
-    assert picks[first:first + thread_choice.KEPT].count(2) >= thread_choice.KEPT // 2 + 1
+    assert picks[first:first + thread_choice.KEPT].count(2) >= thread_choice.KEPT // 2
     assert choice.best() == 2 and picks[-50:].count(2) >= 48
+
+
+def test_an_option_fast_on_most_calls_but_stalling_on_some_is_not_taken():
+    # beside a busy process two threads run most calls faster than one, and every
+    # fourth waits a time slice for the descheduled thread: the sum is what counts
+    choice = ThreadChoice(2, fixed=False)
+    calls = [0]
+
+    def seconds(n):
+        calls[0] += 1
+        return 1.0 if n == 1 else (10.0 if calls[0] % 4 == 0 else 0.8)
+
+    for _ in range(2000):
+        n = choice.pick()
+        choice.record(n, seconds(n))
+    assert choice.best() == 1
 
 
 def test_a_fixed_count_is_never_changed():

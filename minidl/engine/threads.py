@@ -26,12 +26,17 @@ __all__ = ["ThreadChoice"]
 EXPLORE_EVERY = 100  # calls at least between two tries of the option not in use
 EXPLORE_SHARE = 0.02  # at most this share of the time spent goes to those tries
 TRIES = 2  # calls on each option at the start
-KEPT = 9  # recent wall times kept per option (their median decides)
+KEPT = 12  # recent wall times kept per option (their mean decides: see ThreadChoice)
 
 
 class ThreadChoice:
-    """Picks, before each call, between one thread and ``many``, from the median wall
+    """Picks, before each call, between one thread and ``many``, from the mean wall
     times of recent calls on each. ``fixed``: always ``many`` (the user's setting).
+
+    The mean, not the median: beside a busy process, two threads run most calls
+    a little faster than one and every few calls wait a whole time slice for the
+    descheduled thread. The median hides those waits; the time a student waits
+    is the sum, which the mean follows.
 
     A try of the other option costs what that option costs, which on a busy
     machine can be thirty calls' worth (a second thread waiting a time slice at
@@ -52,13 +57,13 @@ class ThreadChoice:
         self._again = False  # the last try was faster: try once more
 
     def best(self) -> int:
-        """The option with the lower median wall time so far (``many`` until both are known)."""
+        """The option with the lower mean wall time so far (``many`` until both are known)."""
         if self.fixed or self.many == 1:
             return self.many
         one, many = self.times[1], self.times[self.many]
         if not one or not many:
             return self.many
-        return 1 if _median(one) < _median(many) else self.many
+        return 1 if _mean(one) < _mean(many) else self.many
 
     def pick(self) -> int:
         """The thread count for the next call (then ``record`` its wall time)."""
@@ -70,7 +75,7 @@ class ThreadChoice:
         best = self.best()
         other = 1 if best == self.many else self.many
         if self._again or (self._since_try >= EXPLORE_EVERY
-                           and self._spent * EXPLORE_SHARE >= _median(self.times[other])):
+                           and self._spent * EXPLORE_SHARE >= _mean(self.times[other])):
             return other
         return best
 
@@ -81,7 +86,7 @@ class ThreadChoice:
                 self._spent += seconds
                 self._again = False
             else:  # a try of the other option
-                self._again = seconds < _median(self.times[self.best()])
+                self._again = seconds < _mean(self.times[self.best()])
                 self._since_try, self._spent = 0, 0.0
         self.times[threads].append(seconds)
 
@@ -94,6 +99,5 @@ class ThreadChoice:
         return result
 
 
-def _median(values) -> float:
-    s = sorted(values)
-    return s[len(s) // 2]
+def _mean(values) -> float:
+    return sum(values) / len(values)
