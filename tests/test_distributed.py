@@ -271,3 +271,87 @@ def test_scheduler_runs_the_sweep_on_separately_started_dask_processes(dask_proc
     assert serial == remote
     # the caller wrote the runs' files; the scheduler's workers are still there
     assert len([p for p in (tmp_path / "d").iterdir() if p.is_dir()]) == 4
+
+
+def test_jobs_search_maps_the_callers_arrays_and_removes_them(monkeypatch):
+    # a search trains on the caller's split of the dataset, which no worker loads itself:
+    # the local cluster's workers map the caller's files, removed after the sweep
+    pytest.importorskip("distributed", reason='pip install "minidl[distributed]"')
+    from minidl.experiments import distributed as md
+
+    folders = []
+    share_folder = md._share_folder
+
+    def recorded():
+        folders.append(share_folder())
+        return folders[-1]
+
+    monkeypatch.setattr(md, "_share_folder", recorded)
+    options = {"dataset": "mnist-mini", "hidden": (10,), "epochs": 2, "train_size": 200,
+               "batch_size": 20, "trials": 3, "progress": False, "verbose": False}
+    serial, parallel = search(**options), search(**options, jobs=2)
+    _same(serial, parallel)
+    assert len(folders) == 1
+    import os
+
+    assert not os.path.exists(folders[0])
+
+
+def test_a_worker_maps_the_callers_files_copy_on_write(tmp_path):
+    import numpy as np
+
+    from minidl.experiments import distributed as md
+
+    data = run_module.load(run_module.config_from(None, {"dataset": "mnist-mini"}))
+    spec = md.DataSpec(None, "", data.info, data.seconds, md.share_files(data, str(tmp_path)))
+    mapped = md._worker_data(spec)
+    for name in md.ARRAYS:
+        a, b = getattr(data, name), getattr(mapped, name)
+        assert type(b) is np.ndarray and b.flags.writeable and b.dtype == a.dtype
+        np.testing.assert_array_equal(a, b)
+    mapped.x_train[0, 0] = 7  # the run's private copy of the page, not the file
+    assert np.load(spec.files[0])[0, 0] == data.x_train[0, 0]
+    assert mapped.info == data.info
+    # files that are not there (another machine): the worker asks for the data
+    gone = md.DataSpec(None, "", data.info, data.seconds, (str(tmp_path / "none.npy"),) * 4)
+    assert md._worker_data(gone) is None
+
+
+def test_one_progress_bar_counts_finished_and_running_runs(client, capsys):
+    compare(**{**QUICK, "lr": [0.1, 0.05, 0.01], "progress": True}, client=client)
+    err = capsys.readouterr().err
+    assert "0/3" in err and "3/3" in err  # runs finished of the sweep's
+    assert "2 running" in err and "1 running" in err  # two workers busy, then one
+    assert "epoch" not in err  # one bar for the sweep, none per run
+
+
+def test_the_cluster_starts_while_the_data_loads_and_closes_once(monkeypatch):
+    pytest.importorskip("distributed", reason='pip install "minidl[distributed]"')
+    from minidl.experiments import distributed as md
+
+    assert sweep.start(None) is None and sweep.start(1) is None
+    events = []
+    real_load, real_init = run_module.load, md._Cluster.__init__
+
+    def load(*args, **kwargs):  # the data loads while the cluster starts, not before it
+        deadline = time.monotonic() + 30
+        while "cluster" not in events and time.monotonic() < deadline:
+            time.sleep(0.01)
+        events.append("load")
+        return real_load(*args, **kwargs)
+
+    def init(self, *args):
+        events.append("cluster")
+        real_init(self, *args)
+
+    monkeypatch.setattr(run_module, "load", load)
+    monkeypatch.setattr(md._Cluster, "__init__", init)
+    table = compare(**{**QUICK, "lr": [0.1, 0.05]}, jobs=2)
+    assert [r.status for r in table.results] == ["finished", "finished"]
+    assert events[0] == "cluster"  # started before the load, in the background
+    monkeypatch.setenv("MINIDL_SCHEDULER_TIMEOUT", "2")
+    started = sweep.start(scheduler="tcp://127.0.0.1:9")
+    with pytest.raises(OSError, match="cannot reach the Dask scheduler"):
+        started.get()
+    started.close()
+    started.close()  # twice is fine

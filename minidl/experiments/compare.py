@@ -236,7 +236,9 @@ def compare(configs: Iterable[ExperimentConfig | dict] | None = None, /, *,
     if out is not None:
         out, created = records.prepare_out(out, overwrite=overwrite)
     results: list = []
+    cluster = None
     try:
+        cluster = sweep.start(jobs, scheduler, client)  # starts while the data loads
         data = {}
         for config in configs:  # load every dataset first: a missing one fails before training
             key = run_module.data_key(config)
@@ -255,7 +257,7 @@ def compare(configs: Iterable[ExperimentConfig | dict] | None = None, /, *,
         try:
             results = sweep.run_tasks(tasks, progress=progress, verbose=verbose,
                                       keep_going=keep_going, jobs=jobs, scheduler=scheduler,
-                                      client=client)
+                                      client=client, cluster=cluster)
         except KeyboardInterrupt as exc:
             results = exc.results
             table = _table(results, varied)
@@ -268,6 +270,9 @@ def compare(configs: Iterable[ExperimentConfig | dict] | None = None, /, *,
         if not results:
             records.remove_if_empty(created)
         raise
+    finally:
+        if cluster is not None:
+            cluster.close()
     table = _table(results, varied)
     if out is not None:
         records.write_comparison(out, table)

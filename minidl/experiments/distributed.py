@@ -26,17 +26,29 @@ module does instead:
   without the files) asks, and only then is the caller's copy sent.
 - A run asked the scheduler whether the sweep was cancelled every 100
   iterations; it now asks at most once a second.
+- A local cluster's workers each loaded the dataset again (on two cores, while
+  the other worker did the same: seconds before the first step). The caller
+  now writes each dataset once to a temporary folder (in memory, /dev/shm,
+  where there is one) and the workers of the cluster it started map those
+  files (copy-on-write): no loading, no fingerprint, no copy per worker.
+- The cluster started only after the caller had loaded the data; ``start``
+  starts it in the background while the caller loads (``compare`` and
+  ``search`` call it first).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
+import tempfile
 import threading
 import time
 import uuid
 import zlib
 from dataclasses import dataclass
+
+import numpy as np
 
 from . import records
 from . import run as run_module
@@ -112,23 +124,60 @@ class DataSpec:
     fingerprint: str
     info: dict  # the caller's record of the dataset: every run's metrics say the same
     seconds: float
+    files: tuple[str, ...] = ()  # .npy files of the caller's arrays (a local cluster's)
+
+    @property
+    def key(self) -> str:
+        return "|".join(self.files) if self.files else self.fingerprint
+
+
+ARRAYS = ("x_train", "t_train", "x_test", "t_test")
+
+
+def share_files(data: run_module.Data, folder: str) -> tuple[str, ...]:
+    """The dataset's arrays as .npy files in ``folder``, for workers on this machine."""
+    paths = []
+    for name in ARRAYS:
+        path = os.path.join(folder, f"{name}.npy")
+        np.save(path, getattr(data, name), allow_pickle=False)
+        paths.append(path)
+    return tuple(paths)
+
+
+def _share_folder() -> str:
+    """A new temporary folder, in memory (/dev/shm) where the system has one."""
+    shm = "/dev/shm"
+    where = shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else None
+    return tempfile.mkdtemp(prefix="minidl-sweep-", dir=where)
+
+
+def _mapped(files: tuple[str, ...]) -> run_module.Data | None:
+    """The caller's arrays from its files, mapped copy-on-write (plain ndarray views)."""
+    try:
+        arrays = [np.asarray(np.load(p, mmap_mode="c", allow_pickle=False)) for p in files]
+    except (OSError, ValueError) as exc:  # another machine: the caller sends them
+        logging.getLogger("minidl").info("cannot map the caller's dataset here: %s", exc)
+        return None
+    return run_module.Data(*arrays, {}, 0.0)
 
 
 class NeedsData:
     """A worker's answer when it cannot load the dataset (or its copy differs)."""
 
-    def __init__(self, fingerprint: str):
-        self.fingerprint = fingerprint
+    def __init__(self, key: str):
+        self.key = key
 
 
-_LOADED: dict[str, run_module.Data | None] = {}  # on a worker: by fingerprint (None: cannot)
+_LOADED: dict[str, run_module.Data | None] = {}  # on a worker: by DataSpec.key (None: cannot)
 _LOADING = threading.Lock()
 
 
 def _worker_data(spec: DataSpec) -> run_module.Data | None:
     """The dataset of ``spec``, loaded once per worker process; None if this worker can't."""
     with _LOADING:
-        if spec.fingerprint not in _LOADED:
+        if spec.files and spec.key not in _LOADED:
+            _LOADED[spec.key] = _mapped(spec.files)
+        if spec.key not in _LOADED:
             try:
                 data = run_module.load(spec.config, download=False)
             except Exception as exc:  # noqa: BLE001 (no files here: the caller sends them)
@@ -139,8 +188,8 @@ def _worker_data(spec: DataSpec) -> run_module.Data | None:
                 logging.getLogger("minidl").info("%s here differs from the caller's",
                                                  spec.config.dataset)
                 data = None
-            _LOADED[spec.fingerprint] = data
-        data = _LOADED[spec.fingerprint]
+            _LOADED[spec.key] = data
+        data = _LOADED[spec.key]
     if data is None:
         return None
     return run_module.Data(data.x_train, data.t_train, data.x_test, data.t_test,
@@ -186,7 +235,7 @@ def _remote_run(config, data, label, keep_going, stop_event):
     if isinstance(data, DataSpec):
         spec, data = data, _worker_data(data)
         if data is None:
-            return NeedsData(spec.fingerprint)
+            return NeedsData(spec.key)
     _one_thread_per_run()
     event = distributed.Event(stop_event)
     return run_module._run(config, data, None, progress=False, verbose=False, label=label,
@@ -198,6 +247,7 @@ class _Cluster:
 
     def __init__(self, jobs: int | None, scheduler: str | None, client, timeout: float):
         self.client, self.owned, self.saved_env = client, [], {}
+        self.local = False  # a LocalCluster started here: its workers can read our files
         if client is not None:
             return
         distributed = _import_distributed()
@@ -229,6 +279,7 @@ class _Cluster:
         self.owned.append(cluster)
         self.client = distributed.Client(cluster)
         self.owned.insert(0, self.client)
+        self.local = True
 
     def _restore_env(self):  # (a worker Dask restarts sets them here again)
         for k, v in self.saved_env.items():
@@ -238,7 +289,8 @@ class _Cluster:
                 os.environ[k] = v
 
     def close(self):
-        for thing in self.owned:
+        owned, self.owned = self.owned, []
+        for thing in owned:
             try:
                 thing.close()
             except Exception as exc:  # noqa: BLE001 (closing what may be half gone)
@@ -246,20 +298,91 @@ class _Cluster:
         self._restore_env()
 
 
+class Starting:
+    """A cluster (or a scheduler's connection) started in a background thread.
+
+    ``start(...)`` returns one before the caller loads its datasets, so that the
+    workers' start-up and the loading overlap; ``run_on_dask(..., cluster=)``
+    waits for it. Errors (an unreachable scheduler) are raised by ``get``;
+    ``close`` may be called any number of times.
+    """
+
+    def __init__(self, jobs: int | None, scheduler: str | None, client,
+                 timeout: float | None = None):
+        if client is None:
+            _import_distributed()  # without Dask: the one line now, before any loading
+        timeout = connect_timeout() if timeout is None else timeout
+        self._cluster = self._error = None
+        self._closed = False
+        self._thread = threading.Thread(target=self._start, name="minidl-dask-start",
+                                        args=(jobs, scheduler, client, timeout), daemon=True)
+        self._thread.start()
+
+    def _start(self, *args):
+        try:
+            self._cluster = _Cluster(*args)
+        except BaseException as exc:  # noqa: BLE001 (raised in the caller's thread by get)
+            self._error = exc
+
+    def get(self) -> _Cluster:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error.with_traceback(None)
+        return self._cluster
+
+    def close(self):
+        if self._closed:
+            return
+        self._thread.join()
+        self._closed = True
+        if self._cluster is not None:
+            self._cluster.close()
+
+
+def start(jobs=None, scheduler: str | None = None, client=None) -> Starting | None:
+    """Start what a sweep of ``jobs``/``scheduler``/``client`` runs on; None: serial."""
+    n_jobs = parse_jobs(jobs)
+    if client is None and scheduler is None and (n_jobs or 1) <= 1:
+        return None
+    return Starting(n_jobs, scheduler, client)
+
+
 def run_on_dask(tasks: list, *, progress: bool | None, verbose: bool, keep_going: bool,
                 jobs: int | None = None, scheduler: str | None = None, client=None,
-                timeout: float | None = None, on_result=None) -> list:
-    """``sweep.run_tasks`` on Dask: the same results, in the same order."""
-    cluster = _Cluster(jobs, scheduler, client, connect_timeout() if timeout is None else timeout)
+                timeout: float | None = None, on_result=None,
+                cluster: Starting | None = None) -> list:
+    """``sweep.run_tasks`` on Dask: the same results, in the same order.
+
+    ``cluster``: what ``start`` started (closed here); otherwise started here.
+    """
+    if cluster is None:
+        cluster = Starting(jobs, scheduler, client, timeout)
+    try:
+        return _run_on(cluster.get(), tasks, progress=progress, verbose=verbose,
+                       keep_going=keep_going, on_result=on_result)
+    finally:
+        cluster.close()
+
+
+def _run_on(cluster: _Cluster, tasks: list, *, progress, verbose, keep_going,
+            on_result) -> list:
     distributed = _import_distributed()
     client = cluster.client
     results: dict[int, object] = {}
     futures = {}
     bar = stop = None
+    shared = None
     try:
         specs, scattered = {}, {}
-        for task in tasks:  # the workers load each dataset themselves, once per process
-            if id(task.data) not in specs:
+        for task in tasks:
+            if id(task.data) in specs:
+                continue
+            if cluster.local:  # workers on this machine map the caller's arrays
+                shared = shared or _share_folder()
+                files = share_files(task.data, tempfile.mkdtemp(dir=shared))
+                specs[id(task.data)] = DataSpec(task.config, "", task.data.info,
+                                                task.data.seconds, files)
+            else:  # the workers load each dataset themselves, once per process
                 specs[id(task.data)] = DataSpec(task.config, fingerprint(task.data),
                                                 task.data.info, task.data.seconds)
         sweep_id = uuid.uuid4().hex[:8]
@@ -275,10 +398,12 @@ def run_on_dask(tasks: list, *, progress: bool | None, verbose: bool, keep_going
 
         for k, task in enumerate(tasks):
             submit(k, specs[id(task.data)])
-        workers = max(len(client.scheduler_info().get("workers", {})), 1)
+        workers = max(sum(client.nthreads().values()), 1)  # runs at once: worker threads
         bar = run_module._tqdm()(
             total=len(tasks), unit="run", leave=run_module.in_notebook(),
+            mininterval=0,  # a few updates, each one a run's end: show every one
             disable=not (run_module.progress_default() if progress is None else progress))
+        bar.set_postfix_str(f"{min(workers, len(tasks))} running")
         finished = distributed.as_completed(list(futures))
         for future in finished:
             k = futures[future]
@@ -301,8 +426,9 @@ def run_on_dask(tasks: list, *, progress: bool | None, verbose: bool, keep_going
                 result = run_module.failed_result(task.config, task.label, task.out, exc)
             results[k] = result
             done = len(results)
-            bar.update(1)
+            # finished / running (the runs left, as many as there are workers, run)
             bar.set_postfix_str(f"{min(workers, len(tasks) - done)} running", refresh=False)
+            bar.update(1)
             if verbose:
                 run_module.say(f"[{done}/{len(tasks)}] {task.label}: {_summary(result)}")
             if on_result is not None:
@@ -316,7 +442,9 @@ def run_on_dask(tasks: list, *, progress: bool | None, verbose: bool, keep_going
     finally:
         if bar is not None:
             bar.close()
-        cluster.close()
+        if shared is not None:
+            cluster.close()  # the workers first: they map the files
+            shutil.rmtree(shared, ignore_errors=True)
     return [results[k] for k in range(len(tasks))]
 
 

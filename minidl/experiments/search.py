@@ -165,7 +165,9 @@ def search(config: ExperimentConfig | dict | None = None, /, *, trials: int = 10
     if out is not None:
         out, created = records.prepare_out(out, overwrite=overwrite)
     results: list = []
+    cluster = None
     try:
+        cluster = sweep.start(jobs, scheduler, client)  # starts while the data loads
         rng = np.random.RandomState(base.seed)
         data = split_validation(run_module.load(base), validation, train_size, rng)
         try:
@@ -188,7 +190,7 @@ def search(config: ExperimentConfig | dict | None = None, /, *, trials: int = 10
         try:
             results = sweep.run_tasks(tasks, progress=progress, verbose=False,
                                       keep_going=keep_going, on_result=said, jobs=jobs,
-                                      scheduler=scheduler, client=client)
+                                      scheduler=scheduler, client=client, cluster=cluster)
         except KeyboardInterrupt as exc:
             results = exc.results
             table = _search_table(results)
@@ -200,6 +202,9 @@ def search(config: ExperimentConfig | dict | None = None, /, *, trials: int = 10
         if not results:
             records.remove_if_empty(created)
         raise
+    finally:
+        if cluster is not None:
+            cluster.close()
     table = _search_table(results)
     if verbose:
         for line in table.book_lines(top):

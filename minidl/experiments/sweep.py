@@ -18,7 +18,19 @@ from . import records
 from . import run as run_module
 from .config import ExperimentConfig
 
-__all__ = ["Task", "run_tasks"]
+__all__ = ["Task", "run_tasks", "start"]
+
+
+def start(jobs=None, scheduler: str | None = None, client=None):
+    """Start the Dask cluster a sweep will run on while the caller loads its data.
+
+    None when the sweep is serial; otherwise pass it to ``run_tasks(cluster=)``
+    and ``close()`` it if ``run_tasks`` is not reached (closing twice is fine).
+    Without Dask it raises ``DistributedMissing`` at once.
+    """
+    from . import distributed
+
+    return distributed.start(jobs, scheduler, client)
 
 
 @dataclass
@@ -35,21 +47,23 @@ class Task:
 def run_tasks(tasks: list[Task], *, progress: bool | None, verbose: bool, keep_going: bool,
               announce: bool = True,
               on_result: Callable[[int, run_module.RunResult], None] | None = None,
-              jobs=None, scheduler: str | None = None, client=None) -> list:
+              jobs=None, scheduler: str | None = None, client=None, cluster=None) -> list:
     """Train every task; return their ``RunResult`` in task order (failed ones included).
 
     One after another, unless ``jobs`` (more than 1, or 'auto'), ``scheduler``
     (a Dask scheduler's address) or ``client`` (a ``dask.distributed.Client``)
-    say to run them on Dask (``minidl.experiments.distributed``).
+    say to run them on Dask (``minidl.experiments.distributed``); ``cluster``:
+    what ``start`` started for them (closed here).
     """
     from . import distributed
 
     n_jobs = distributed.parse_jobs(jobs)
-    if client is not None or scheduler is not None or (n_jobs or 1) > 1:
+    if (cluster is not None or client is not None or scheduler is not None
+            or (n_jobs or 1) > 1):
         return distributed.run_on_dask(tasks, progress=progress, verbose=verbose,
                                        keep_going=keep_going, jobs=n_jobs,
                                        scheduler=scheduler, client=client,
-                                       on_result=on_result)
+                                       on_result=on_result, cluster=cluster)
     results: list = []
     for k, task in enumerate(tasks, 1):
         if task.out is not None:
