@@ -355,3 +355,28 @@ def test_the_cluster_starts_while_the_data_loads_and_closes_once(monkeypatch):
         started.get()
     started.close()
     started.close()  # twice is fine
+
+
+def test_jobs_auto_is_the_usable_cores():
+    import os
+
+    from minidl.experiments import distributed as md
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert md.parse_jobs("auto") == md.usable_cores() == cores
+    assert md.parse_jobs("3") == 3 and md.parse_jobs(None) is None
+
+
+def test_ci_installs_the_distributed_extra_so_these_tests_run_there():
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    if not (root / ".ci" / "run").exists():
+        pytest.skip("no .ci/run beside these tests (an sdist without it)")
+    ci = (root / ".ci" / "run").read_text()
+    default = re.search(r'^EXTRAS="\$\{MINIDL_CI_EXTRAS:-([^}]*)\}"', ci, re.MULTILINE)
+    assert default is not None and "distributed" in default.group(1).split(",")
+    assert '"${wheel}[${EXTRAS}]"' in ci  # the wheel is installed with them
+    pyproject = (root / "pyproject.toml").read_text()
+    assert re.search(r'^distributed = \["dask\[distributed\]', pyproject, re.MULTILINE)
