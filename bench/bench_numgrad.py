@@ -124,7 +124,7 @@ def bench_generic_overhead():
 
 
 def bench_training(x_train, t_train, book_seconds, args):
-    """The assignment's Q3: the seed's SGD loop, 10 iterations, numerical vs backprop."""
+    """The assignment's Q3: the course's SGD loop, 10 iterations, numerical vs backprop."""
     print("\nQ3: 10 iterations of SGD (TwoLayerNet 784-50-10, lr 0.1, batch 100, MNIST):")
     results = {}
     for grad in ("numerical", "backprop"):

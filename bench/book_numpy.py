@@ -1,4 +1,4 @@
-"""The baseline: the book's NumPy code and the seed's training loop.
+"""The baseline: the book's NumPy code and the course's training loop.
 
 Written for this benchmark in the style of "Deep Learning from Scratch"
 (``common/functions.py``, ``common/layers.py``, ``ch05/two_layer_net.py`` and
@@ -201,10 +201,10 @@ class LayerNet:
         return grads
 
 
-# -- ch05/train_neuralnet.py: the seed's loop ------------------------------------
+# -- ch05/train_neuralnet.py: the course's loop ------------------------------------
 def train_loop(network, x_train, t_train, x_test, t_test, iters_num=10000, batch_size=100,
                learning_rate=0.1, marks=None):
-    """The seed's loop; returns (train_loss_list, train_acc_list, test_acc_list).
+    """The course's loop; returns (train_loss_list, train_acc_list, test_acc_list).
 
     ``marks`` (a list), when given, receives ``time.perf_counter()`` after each
     evaluation: the benchmark's only addition to the loop.

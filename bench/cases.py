@@ -1,4 +1,4 @@
-"""One run of the seed's loop by each contender (the book's code, minidl, PyTorch).
+"""One run of the course's loop by each contender (the book's code, minidl, PyTorch).
 
 Every run seeds NumPy's global generator with 0 first, so that all of them
 start from the same weights and draw the same batches.
@@ -38,7 +38,7 @@ def run_case(kind, sizes, activation, dtype, data, iters, batch_size=100, lr=0.1
         net = book_numpy.LayerNet(sizes, activation)
         _, _, test_acc = book_numpy.train_loop(net, x_train, t_train, x_test, t_test, iters,
                                                batch_size, lr, marks=marks)
-    elif kind == "loop":  # the seed's own loop, on minidl's network
+    elif kind == "loop":  # the course's own loop, on minidl's network
         net = minidl_net(sizes, activation, dtype)
         _, _, test_acc = book_numpy.train_loop(net, x_train, t_train, x_test, t_test, iters,
                                                batch_size, lr, marks=marks)

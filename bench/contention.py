@@ -3,7 +3,7 @@
 Issue 13's target: with one busy process on the machine, the default thread
 count must take at most 1.15x the single-threaded time per step, and keep its
 gain on an idle machine. Each measurement is a fresh interpreter (the thread
-counts are read at import), running the seed's loop or ``minidl.train`` for its
+counts are read at import), running the course's loop or ``minidl.train`` for its
 first epoch, with the environment either as the user has it minus the thread
 variables ("default") or with ``MINIDL_NUM_THREADS=1`` and NumPy's BLAS on one
 thread too ("1 thread"). Its time per step is that of the epoch's steps after
@@ -30,7 +30,7 @@ HERE = Path(__file__).resolve().parent
 
 THREAD_VARS = ("MINIDL_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                "MKL_NUM_THREADS")
-LOOPS = {"loop": "seed loop, minidl network", "train": "minidl.train"}
+LOOPS = {"loop": "course loop, minidl network", "train": "minidl.train"}
 
 
 def thread_env(single):

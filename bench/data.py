@@ -1,8 +1,8 @@
-"""The benchmark's datasets, as the seed's loop gets them from the loaders.
+"""The benchmark's datasets, as the course's loop gets them from the loaders.
 
 Images float32 in [0, 1] (the book's ``normalize=True``: a float32 division by
 255), flattened; labels one-hot float32 rows (``one_hot_label=True``, as the
-seed uses). ``mnist`` and ``fashion`` are the real files (found as minidl's
+course notebook uses). ``mnist`` and ``fashion`` are the real files (found as minidl's
 loaders find them: ``$MINIDL_DATA_DIR``, the cache folder, ...), ``mnist-mini``
 ships with minidl, and ``cifar`` is a synthetic stand-in for CIFAR-10 in
 grayscale: what matters for speed is its shape (50,000 + 10,000 dense images of
@@ -40,7 +40,7 @@ def synthetic_cifar_gray(n_train=50000, n_test=10000, width=1024, n_classes=10,
     as CIFAR-10 is (under 0.1% zeros), its variance in a few directions as a photo's.
     The label is the class whose fixed random direction the image (centred at 127.5)
     projects onto most: a function of the pixels that a 1024-50-10 network learns to
-    about 60% in 3000 iterations of the seed's loop, so accuracy means something. The
+    about 60% in 3000 iterations of the course's loop, so accuracy means something. The
     same arguments give the same arrays.
     """
     if min(n_train, n_test, width, n_classes, components) < 1:
@@ -78,7 +78,7 @@ def normalize(x):
 
 
 def load(name, n_train=None, n_test=None):
-    """``(x_train, t_train, x_test, t_test)`` for the seed's loop: float32 images,
+    """``(x_train, t_train, x_test, t_test)`` for the course's loop: float32 images,
     one-hot float32 labels. ``n_train``/``n_test`` keep the first images only
     (the synthetic set is generated at that size)."""
     if name not in DATASETS:

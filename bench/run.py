@@ -1,6 +1,6 @@
 """minidl's benchmark suite: ``python -m bench`` (or ``python bench/run.py``).
 
-The seed's training loop as the seed writes it (float32 images from the
+The course's training loop as the course notebook writes it (float32 images from the
 loaders, one-hot labels, ``np.random.choice`` batches of 100, gradient, SGD
 update in Python, the batch loss, full train/test accuracy once per epoch) on
 MNIST, Fashion-MNIST and a synthetic dense CIFAR-10-gray stand-in (50,000 +
@@ -170,7 +170,7 @@ def group_cases(kind_set, torch_version):
     """(kind, dtype, label) of a group: ``main`` (every dataset's 784-50-10 ReLU net) or
     ``extra`` (MNIST's Q5/Q4: float64 only, as the networks a student builds)."""
     out = [("book", np.float64, "book NumPy (baseline)"),
-           ("loop", np.float64, "seed loop, minidl network"),
+           ("loop", np.float64, "course loop, minidl network"),
            ("train", np.float64, "minidl.train")]
     if kind_set == "main":
         out.append(("train", np.float32, "minidl.train, float32"))
@@ -234,8 +234,8 @@ def summary(results, contention_rows, torch_version, args, zero_percent):
     rows = [] if not any((n, "main") in results for n in names) else [
             ["the book's code (est s)"]
             + [cell(n, "book NumPy (baseline)", "est", "{:.1f} s") for n in names],
-            ["the seed's code on minidl's networks (float64)"]
-            + [cell(n, "seed loop, minidl network") for n in names],
+            ["the course loop on minidl's networks (float64)"]
+            + [cell(n, "course loop, minidl network") for n in names],
             ["`minidl.train` float64"] + [cell(n, "minidl.train") for n in names],
             ["`minidl.train` float32"] + [cell(n, "minidl.train, float32") for n in names]]
     if torch_version and rows:
@@ -283,7 +283,7 @@ def main(argv=None):
                     help="datasets of the contention row, 'none' to skip (mnist,fashion: "
                          "those of --datasets)")
     ap.add_argument("--contention-loops", default="loop,train",
-                    help="loop (the seed's, on minidl's network) and/or train (loop,train)")
+                    help="loop (the course's, on minidl's network) and/or train (loop,train)")
     ap.add_argument("--n-train", type=int, default=None,
                     help="use the first N training images only (the synthetic set is made "
                          "that size)")
@@ -327,7 +327,7 @@ def main(argv=None):
     torch_version = None if args.no_torch else torch_loop.available()
     if not args.no_torch and torch_version is None:
         print("PyTorch is not importable: its rows are skipped (pip install torch to add them).")
-    print(f"\nThe seed's loop, {args.iters} iterations, batch 100, lr 0.1, evaluation once "
+    print(f"\nThe course's loop, {args.iters} iterations, batch 100, lr 0.1, evaluation once "
           f"per epoch; {args.rounds} round(s) round-robin, medians; ratio and floor to the "
           f"book's est of the same group")
     header = (f"{'case':62s} {'wall s':>8s} {'est s':>8s} {'ratio':>6s} {'acc':>7s} "
@@ -366,7 +366,7 @@ def main(argv=None):
 
     if not args.no_memory and mnist_arrays is not None:
         iters = min(args.iters, 1300)
-        for fast, label in ((True, "minidl.train"), (False, "seed loop, minidl network")):
+        for fast, label in ((True, "minidl.train"), (False, "course loop, minidl network")):
             base_rss, peak = peak_memory(iters, fast)
             print(f"\nPeak memory, MNIST 784-50-10 {label} ({iters} iterations): "
                   f"{peak - base_rss:.0f} MB above the {base_rss:.0f} MB after loading MNIST "

@@ -7,7 +7,7 @@ def float32_speedups(cases, results):
     """(name, median over rounds of float64 est / float32 est) for each kind run in both
     dtypes: the two runs of a round share the machine's mood of that moment."""
     out = []
-    for kind, name in (("loop", "seed loop"), ("train", "minidl.train"), ("torch", "PyTorch")):
+    for kind, name in (("loop", "course loop"), ("train", "minidl.train"), ("torch", "PyTorch")):
         labels = {dtype: label for k, dtype, label in cases if k == kind}
         if len(labels) == 2:
             pairs = zip(results[labels[np.float64]], results[labels[np.float32]])
@@ -45,7 +45,7 @@ def median_ratio(numerators, denominators):
 
 
 def gemm_flops(sizes, n_train, n_test, batch=100):
-    """(flops per step, flops per evaluation) of the dense matrix products the seed's
+    """(flops per step, flops per evaluation) of the dense matrix products the course's
     loop needs: per step the forward pass, the weight gradients, the input gradients
     of the layers above the first, and the loss's forward pass after the update; per
     evaluation a forward pass over the training and the test set."""

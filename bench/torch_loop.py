@@ -1,4 +1,4 @@
-"""The seed's loop in PyTorch (CPU): the same network, batches and manual SGD.
+"""The course's loop in PyTorch (CPU): the same network, batches and manual SGD.
 
 ``nn.Linear`` layers initialised with the book's weights (drawn from NumPy's
 global generator in the same order), the batch drawn with ``np.random.choice``,

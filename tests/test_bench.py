@@ -27,7 +27,7 @@ def test_float32_speedup_pairs_the_runs_of_each_round():
                "train64": [(0, 1.0, 0, 0)] * 3}
     # rounds: 2.0, 1.6, 1.5 -> median 1.6 (the medians of est alone would give 1.5);
     # train has no float32 runs: no speedup
-    assert stats.float32_speedups(cases, results) == [("seed loop", 1.6)]
+    assert stats.float32_speedups(cases, results) == [("course loop", 1.6)]
 
 
 def test_robust_estimate_is_the_median_epoch_scaled():
@@ -103,7 +103,7 @@ def test_synthetic_cifar_labels_are_learnable():
     assert np.mean(pred == tt) > 0.3  # chance: 0.1
 
 
-def test_load_gives_what_the_seed_loop_gets():
+def test_load_gives_what_the_course_loop_gets():
     x, t, _, _ = data.load("cifar", n_train=200, n_test=50)
     assert x.dtype == np.float32 and x.shape == (200, 1024)
     assert 0.0 <= x.min() and x.max() <= 1.0
@@ -143,7 +143,7 @@ def test_suite_runs_end_to_end(capsys):
         "--iters", "20", "--no-torch", "--contention", "cifar", "--contention-loops", "loop"])
     out = capsys.readouterr().out
     assert "minidl benchmark, " in out and " UTC" in out and "CPUs" in out  # date, machine
-    labels = ["book NumPy (baseline)", "seed loop, minidl network", "minidl.train",
+    labels = ["book NumPy (baseline)", "course loop, minidl network", "minidl.train",
               "minidl.train, float32"]
     assert list(results) == [("cifar", "main")]
     rows = results["cifar", "main"]
@@ -166,10 +166,10 @@ def test_suite_runs_end_to_end(capsys):
     assert table[0] == "| loop | CIFAR-10 gray (synthetic) (0% zeros) |"
     names = [line.split(" | ")[0][2:] for line in table[2:]]
     assert names == ["the book's code (est s)",
-                     "the seed's code on minidl's networks (float64)",
+                     "the course loop on minidl's networks (float64)",
                      "`minidl.train` float64", "`minidl.train` float32",
                      "matrix products alone (GEMM floor) float64 / float32",
-                     ("seed loop, minidl network: default / 1 thread per step, busy neighbour "
+                     ("course loop, minidl network: default / 1 thread per step, busy neighbour "
                       "(idle)")]
     assert all(line.count("|") == 3 for line in table)
 
