@@ -59,19 +59,25 @@ def _chunk(N: int, per_image: int) -> int:
     return max(1, min(N, CHUNK_BYTES // per_image))
 
 
-def _blas_choice(state: dict, key: str) -> ThreadChoice:
-    """The layer's choice of BLAS threads for its forward (or backward) products.
+def _on_chosen_blas_threads(state: dict, key: str, run, *args):
+    """``run(*args)`` with its products on the BLAS threads the layer chose for them.
 
     A layer's pass makes one product per group of images, dozens per batch: on a
     busy machine each waits for a descheduled OpenBLAS thread at its end (a
     DeepConvNet step took 4.8 s on two BLAS threads and 0.38 s on one), on an
     idle one the second thread helps the larger products. So each layer measures
-    both, as the compiled passes do (``minidl.engine.threads``).
+    both, as the compiled passes do (``minidl.engine.threads``): one choice per
+    ``key`` (its forward, its backward), kept in the layer's ``state``.
     """
     choice = state.get(key)
     if choice is None:
         choice = state[key] = ThreadChoice()
-    return choice
+    return choice.timed(_on_blas_threads, run, *args)
+
+
+def _on_blas_threads(threads: int, run, *args):
+    with blas_threads.local(threads):
+        return run(*args)
 
 
 class ConvCythonOps(ConvNumpyOps):
@@ -91,12 +97,8 @@ class ConvCythonOps(ConvNumpyOps):
 
     # -- Convolution -------------------------------------------------------------------
     def conv_forward(self, x, W, b, stride, pad, out_h, out_w, state):
-        return _blas_choice(state, "forward threads").timed(
-            self._conv_forward, x, W, b, stride, pad, out_h, out_w, state)
-
-    def _conv_forward(self, threads, x, W, b, stride, pad, out_h, out_w, state):
-        with blas_threads.local(threads):
-            return self._conv_forward_groups(x, W, b, stride, pad, out_h, out_w, state)
+        return _on_chosen_blas_threads(state, "forward threads", self._conv_forward_groups,
+                                       x, W, b, stride, pad, out_h, out_w, state)
 
     def _conv_forward_groups(self, x, W, b, stride, pad, out_h, out_w, state):
         x = _c(x)
@@ -116,12 +118,8 @@ class ConvCythonOps(ConvNumpyOps):
         return out.reshape(N, FN, out_h, out_w)
 
     def conv_backward(self, dout, W, stride, pad, out_h, out_w, need_dx, state):
-        return _blas_choice(state, "backward threads").timed(
-            self._conv_backward, dout, W, stride, pad, out_h, out_w, need_dx, state)
-
-    def _conv_backward(self, threads, dout, W, stride, pad, out_h, out_w, need_dx, state):
-        with blas_threads.local(threads):
-            return self._conv_backward_groups(dout, W, stride, pad, out_h, out_w, need_dx, state)
+        return _on_chosen_blas_threads(state, "backward threads", self._conv_backward_groups,
+                                       dout, W, stride, pad, out_h, out_w, need_dx, state)
 
     def _conv_backward_groups(self, dout, W, stride, pad, out_h, out_w, need_dx, state):
         FN, C, FH, FW = W.shape
