@@ -81,12 +81,13 @@ class ThreadChoice:
 
     def record(self, threads: int, seconds: float) -> None:
         if self.calls > 2 * TRIES and not self.fixed and self.many != 1:
-            if threads == self.best():
+            best = self.best()
+            if threads == best:
                 self._since_try += 1
                 self._spent += seconds
                 self._again = False
             else:  # a try of the other option
-                self._again = seconds < _mean(self.times[self.best()])
+                self._again = seconds < _mean(self.times[best])
                 self._since_try, self._spent = 0, 0.0
         self.times[threads].append(seconds)
 
