@@ -103,6 +103,11 @@ def train(
     """
     if grad not in GRAD_METHODS:
         raise ValueError(f"grad must be one of {GRAD_METHODS}, got {grad!r}")
+    needs = ("params", "gradient" if grad == "backprop" else "numerical_gradient",
+             "loss", "accuracy")
+    if not all(hasattr(network, name) for name in needs):
+        raise TypeError(f"train: network must be a network with {', '.join(needs)} "
+                        f"(such as minidl.networks.TwoLayerNet), got {type(network).__name__}")
     train_size = len(x_train)
     if train_size == 0 or len(t_train) != train_size:
         raise ValueError(

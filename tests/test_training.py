@@ -481,3 +481,10 @@ def test_train_lr_goes_to_the_named_optimizer_and_bad_arguments_are_refused(rng)
             train(TwoLayerNet(40, 10, 5), x, t, lr=bad, iters=1)
     with pytest.raises(ValueError, match="lr"):
         train(TwoLayerNet(40, 10, 5), x, t, optimizer="adam", lr=-1, iters=1)
+
+
+@pytest.mark.parametrize("network", [None, "TwoLayerNet", object()])
+def test_train_refuses_what_is_not_a_network(network, rng):
+    x, t = data(rng, n=20, k=8)
+    with pytest.raises(TypeError, match="network must be a network with params, gradient"):
+        train(network, x, t, iters=1)
