@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from minidl import _fused, _sparse
+from minidl.backend import cython_ops
 from minidl.backend.cython_ops import CythonOps
 from minidl.engine import passes as passes_module
 from minidl.engine.passes import passes_for
@@ -467,3 +468,41 @@ def test_a_batch_too_large_for_the_sparse_buffers_goes_dense(rng, monkeypatch, d
     assert len(dense_calls) == 1
     for key in ref:
         np.testing.assert_allclose(got[key], ref[key], rtol=1e-10, atol=1e-13)
+
+
+def test_batches_near_the_crossover_keep_the_last_batchs_pass(rng, monkeypatch):
+    """A batch changes pass (zero-skipping or BLAS) only when its fraction of nonzeros
+    is SWITCH_MARGIN past the crossover, and gets the book's gradient either way."""
+    went = []
+    dense, sparse = passes_module.DenseStep.gradient_on, passes_module.NetworkPasses._sparse_gradient
+
+    def on_dense(self, *args):
+        went.append("dense")
+        return dense(self, *args)
+
+    def on_sparse(self, *args):
+        went.append("sparse")
+        return sparse(self, *args)
+
+    monkeypatch.setattr(passes_module.DenseStep, "gradient_on", on_dense)
+    monkeypatch.setattr(passes_module.NetworkPasses, "_sparse_gradient", on_sparse)
+    limit = cython_ops.SPARSE_MAX_DENSITY[np.dtype(np.float64)]
+    margin = passes_module.SWITCH_MARGIN
+    assert 0 < margin < limit < 1 - 2 * margin
+
+    def batch(density):  # exactly this fraction of nonzeros (the whole batch is counted)
+        x = rng.random((100, 64)) + 0.1
+        x.reshape(-1)[rng.permutation(x.size) >= round(density * x.size)] = 0
+        return x, rng.integers(0, 6, 100)
+
+    near_below, near_above = limit - margin / 2, limit + margin / 2
+    plan = ([near_below, near_above] * 3 + [limit + 2 * margin, near_below, near_above]
+            + [limit - 2 * margin, near_above])
+    a, b = pair(lambda: TwoLayerNet(64, 20, 6, weight_init_std=0.3))
+    for density in plan:
+        x, t = batch(density)
+        ref = layer_path(a, x, t, monkeypatch)
+        got = b.gradient(x, t)
+        for key in ref:
+            np.testing.assert_allclose(got[key], ref[key], rtol=1e-11, atol=1e-13)
+    assert went == ["sparse"] * 6 + ["dense"] * 3 + ["sparse"] * 2

@@ -6,7 +6,8 @@ else None. Each pass returns None for an input it does not take, and the
 network then runs the book's code.
 
 Each batch goes where it is fastest, by its own fraction of nonzeros
-(``zero_skipping_pays``): sparse batches (MNIST's) to ``_fused.SGDStep.gradient``,
+(``zero_skipping_pays``; near the crossover, where the last batch went):
+sparse batches (MNIST's) to ``_fused.SGDStep.gradient``,
 which lists the batch's nonzeros once and reuses them in both passes, dense ones
 (Fashion-MNIST's, CIFAR-10's) to ``DenseStep`` on NumPy's BLAS. Either way no
 Python layer runs between the products. Afterwards the layers hold what the layer-by-layer pass would have left
@@ -35,6 +36,14 @@ from .threads import ThreadChoice
 # Largest batch (entries of x) the compiled gradient and loss take: their
 # buffers hold a nonzero list as long as the whole batch (12 bytes an entry).
 MAX_ENTRIES = 1 << 20
+# Rows of a batch whose nonzeros are counted to choose its pass (a batch of 100:
+# all of it; 8 rows of Fashion-MNIST estimate a batch's density to +-0.05, 100 rows
+# to +-0.015), and rows spread over an evaluation's input counted for its pass.
+DENSITY_ROWS = 128
+PROBE_ROWS = 64
+# A batch goes to the other pass than the one before only when its fraction of
+# nonzeros is this far past the crossover (see NetworkPasses._goes_sparse).
+SWITCH_MARGIN = 0.05
 
 _plans: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -67,6 +76,7 @@ class NetworkPasses:
         self._step = None  # the SGDStep, made for the input dtype and batch size met
         self._dense = None  # the DenseStep, made for the largest batch met
         self._threads = {}  # a ThreadChoice per (pass, dense?)
+        self._last_sparse = None  # whether the last batch went to the zero-skipping pass
         # the stack's dtype, depth and layout are ones the kernels take (the layout
         # is part of what the stack re-checks at each call)
         self._layout_ok = (stack.dtype is not None and stack.n_affine <= _fused.MAX_LAYERS
@@ -114,6 +124,24 @@ class NetworkPasses:
         step.threads = threads
         return step.gradient(b.x, b.labels)
 
+    def _goes_sparse(self, density: float) -> bool:
+        """Whether input of this fraction of nonzeros goes to the zero-skipping pass
+        (the kernels' own checks aside), the last batch's pass kept near the crossover.
+
+        Near the crossover either pass costs about the same, and switching costs
+        more than that: after its work each pass's threads (the kernels' OpenMP
+        team, BLAS's own) spin for a while, and on a small machine the spinning
+        team holds up the other's. Fashion-MNIST's batches straddle the crossover:
+        its course loop took 2.5 ms a step with the pass chosen afresh for each
+        batch (half went each way), 1.8-1.9 ms on either pass alone (2 cores). So
+        a batch changes pass only when its density is ``SWITCH_MARGIN`` past the
+        crossover.
+        """
+        last = self._last_sparse
+        if last is not None:  # judged as if SWITCH_MARGIN nearer the last pass's side
+            density += -SWITCH_MARGIN if last else SWITCH_MARGIN
+        return zero_skipping_pays(density, self.stack.dtype)
+
     def _batch(self, x, t):
         """(the batch as the passes take it, whether it goes to the dense pass), or
         (None, False) for what the book's code runs."""
@@ -121,8 +149,9 @@ class NetworkPasses:
         if b is None:
             return None, False
         sparse = (b.x.size <= MAX_ENTRIES
-                  and zero_skipping_pays(_sparse.nonzero_fraction(b.x), self.stack.dtype)
+                  and self._goes_sparse(_sparse.nonzero_fraction(b.x, DENSITY_ROWS))
                   and self._kernels_take())
+        self._last_sparse = sparse
         return b, not sparse
 
     # -- the passes -------------------------------------------------------------
@@ -180,14 +209,16 @@ class NetworkPasses:
         s = self.stack
         if not isinstance(x, np.ndarray) or x.ndim < 2 or not len(x):
             return None
-        probe = rule.input_rows(s, x[::max(1, len(x) // 8)][:8])  # 8 rows spread over x
+        # PROBE_ROWS rows spread over x
+        probe = rule.input_rows(s, x[::max(1, len(x) // PROBE_ROWS)][:PROBE_ROWS])
         if probe is None:
             return None  # what the passes do not take: the book's code
         labels = _class_indices(t, len(x), s.sizes[-1])
         if labels is None:
             return None
-        sparse = (zero_skipping_pays(_sparse.nonzero_fraction(probe), s.dtype)
+        sparse = (self._goes_sparse(_sparse.nonzero_fraction(probe, PROBE_ROWS))
                   and self._kernels_take())
+        self._last_sparse = sparse
         dense = None if sparse else self._dense_for(min(len(x), EVAL_CHUNK))
         n = len(x)
         threads = self._choice("gradient", dense is not None).best()  # the machine's state
