@@ -44,7 +44,7 @@ book's code.
 """
 
 from cython.parallel cimport prange
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint8_t
 from libc.string cimport memcpy, memset
 
 ctypedef fused floating:
@@ -358,10 +358,62 @@ cdef extern from *:
     static inline Py_ssize_t mdl_select_index(int c, Py_ssize_t a, Py_ssize_t b) {
         return b ^ ((a ^ b) & -(Py_ssize_t)(c != 0));
     }
+    /* One row of 2 x 2 windows (stride 2) of rows r0 and r1: each window's maximum, and
+     * where it is (0..3, the window's cells in row order) as one byte. The maximum as
+     * `b > m ? b : m` in the cells' order (a max instruction, which keeps m on a tie);
+     * its place as the first cell equal to it (the first maximum, as np.argmax), counted
+     * from comparisons apart from the maxima's: a compiler that sees one comparison
+     * serve both makes it a branch, mispredicted on every other window (twice slower).
+     * Returns nonzero if the row held a NaN (the caller redoes those windows). */
+    #define MDL_POOL2X2_ROW(NAME, T)                                                    \
+    static inline int NAME(const T* r0, const T* r1, Py_ssize_t OW, T* out,             \
+                           uint8_t* where) {                                            \
+        int nan = 0;                                                                    \
+        for (Py_ssize_t ox = 0; ox < OW; ox++) {                                        \
+            T a = r0[2 * ox], b = r0[2 * ox + 1], c = r1[2 * ox], d = r1[2 * ox + 1];   \
+            T m = b > a ? b : a;                                                        \
+            m = c > m ? c : m;                                                          \
+            m = d > m ? d : m;                                                          \
+            int past0 = a != m, past1 = past0 & (b != m), past2 = past1 & (c != m);     \
+            nan |= (a != a) | (b != b) | (c != c) | (d != d);                           \
+            out[ox] = m;                                                                \
+            where[ox] = (uint8_t)(past0 + past1 + past2);                               \
+        }                                                                               \
+        return nan;                                                                     \
+    }
+    MDL_POOL2X2_ROW(mdl_pool2x2_row_f64, double)
+    MDL_POOL2X2_ROW(mdl_pool2x2_row_f32, float)
+    /* Its backward: each window's four pixels written at once, the gradient on the one
+     * `where` names and zeros elsewhere. Returns nonzero if an index was not in 0..3. */
+    #define MDL_UNPOOL2X2_ROW(NAME, T, SELECT)                                          \
+    static inline int NAME(const T* dout, const uint8_t* where, Py_ssize_t OW, T* r0,   \
+                           T* r1) {                                                     \
+        int bad = 0;                                                                    \
+        for (Py_ssize_t ox = 0; ox < OW; ox++) {                                        \
+            int j = where[ox];                                                          \
+            T d = dout[ox];                                                             \
+            bad |= j > 3;                                                               \
+            r0[2 * ox] = SELECT(j == 0, d, 0);                                          \
+            r0[2 * ox + 1] = SELECT(j == 1, d, 0);                                      \
+            r1[2 * ox] = SELECT(j == 2, d, 0);                                          \
+            r1[2 * ox + 1] = SELECT(j == 3, d, 0);                                      \
+        }                                                                               \
+        return bad;                                                                     \
+    }
+    MDL_UNPOOL2X2_ROW(mdl_unpool2x2_row_f64, double, mdl_select_f64)
+    MDL_UNPOOL2X2_ROW(mdl_unpool2x2_row_f32, float, mdl_select_f32)
     """
     double mdl_select_f64(int c, double a, double b) noexcept nogil
     float mdl_select_f32(int c, float a, float b) noexcept nogil
     Py_ssize_t mdl_select_index(int c, Py_ssize_t a, Py_ssize_t b) noexcept nogil
+    int mdl_pool2x2_row_f64(const double* r0, const double* r1, Py_ssize_t OW, double* out,
+                            uint8_t* where) noexcept nogil
+    int mdl_pool2x2_row_f32(const float* r0, const float* r1, Py_ssize_t OW, float* out,
+                            uint8_t* where) noexcept nogil
+    int mdl_unpool2x2_row_f64(const double* dout, const uint8_t* where, Py_ssize_t OW,
+                              double* r0, double* r1) noexcept nogil
+    int mdl_unpool2x2_row_f32(const float* dout, const uint8_t* where, Py_ssize_t OW,
+                              float* r0, float* r1) noexcept nogil
 
 
 cdef inline floating _select(int c, floating a, floating b) noexcept nogil:
@@ -388,45 +440,6 @@ cdef void _maxpool_window_nan(
                     return
 
 
-cdef void _maxpool_forward_2x2(
-    const floating* x, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH, Py_ssize_t OW,
-    floating* out, int64_t* arg,
-) noexcept nogil:
-    """``_maxpool_forward`` for the book's pooling (2 x 2, stride 2, no padding), unrolled."""
-    cdef Py_ssize_t c, oy, ox, best
-    cdef floating m, v
-    cdef const floating* r0
-    cdef const floating* r1
-    cdef int gt, nan
-    for c in range(C):
-        for oy in range(OH):
-            r0 = x + (c * H + 2 * oy) * W
-            r1 = r0 + W
-            for ox in range(OW):
-                m = r0[2 * ox]
-                nan = m != m
-                best = 0
-                v = r0[2 * ox + 1]
-                nan = nan | (v != v)
-                gt = v > m
-                best = mdl_select_index(gt, 1, best)
-                m = _select(gt, v, m)
-                v = r1[2 * ox]
-                nan = nan | (v != v)
-                gt = v > m
-                best = mdl_select_index(gt, 2, best)
-                m = _select(gt, v, m)
-                v = r1[2 * ox + 1]
-                nan = nan | (v != v)
-                gt = v > m
-                best = mdl_select_index(gt, 3, best)
-                m = _select(gt, v, m)
-                if nan:
-                    _maxpool_window_nan(x + c * H * W, H, W, 2 * oy, 2 * ox, 2, 2, &m, &best)
-                out[(c * OH + oy) * OW + ox] = m
-                arg[(oy * OW + ox) * C + c] = best
-
-
 cdef void _maxpool_forward(
     const floating* x,          # IN (C, H, W) one image
     Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
@@ -439,9 +452,6 @@ cdef void _maxpool_forward(
     cdef floating m = 0, v
     cdef const floating* xc
     cdef int gt, nan
-    if PH == 2 and PW == 2 and S == 2 and P == 0:
-        _maxpool_forward_2x2(x, C, H, W, OH, OW, out, arg)
-        return
     for c in range(C):
         xc = x + c * H * W
         for oy in range(OH):
@@ -474,33 +484,6 @@ cdef void _maxpool_forward(
                 arg[(oy * OW + ox) * C + c] = best
 
 
-cdef int _maxpool_backward_2x2(
-    const floating* dout, const int64_t* arg, Py_ssize_t C, Py_ssize_t OH, Py_ssize_t OW,
-    floating* dx,
-) noexcept nogil:
-    """``_maxpool_backward`` for 2 x 2 windows that tile the image (stride 2, no padding):
-    each window's four pixels written at once, instead of zeros first and then the maxima."""
-    cdef Py_ssize_t c, oy, ox, W = 2 * OW
-    cdef int64_t j
-    cdef floating d
-    cdef floating* r0
-    cdef floating* r1
-    cdef int bad = 0
-    for c in range(C):
-        for oy in range(OH):
-            r0 = dx + (c * 2 * OH + 2 * oy) * W
-            r1 = r0 + W
-            for ox in range(OW):
-                j = arg[(oy * OW + ox) * C + c]
-                bad = bad | (j < 0) | (j > 3)
-                d = dout[(c * OH + oy) * OW + ox]
-                r0[2 * ox] = _select(j == 0, d, 0)
-                r0[2 * ox + 1] = _select(j == 1, d, 0)
-                r1[2 * ox] = _select(j == 2, d, 0)
-                r1[2 * ox + 1] = _select(j == 3, d, 0)
-    return bad
-
-
 cdef int _maxpool_backward(
     const floating* dout,       # IN (C, OH, OW) one image
     const int64_t* arg,         # IN (OH, OW, C): window index of each maximum
@@ -513,8 +496,6 @@ cdef int _maxpool_backward(
     cdef Py_ssize_t c, oy, ox, iy, ix
     cdef int64_t j
     cdef int bad = 0
-    if PH == 2 and PW == 2 and S == 2 and P == 0 and H == 2 * OH and W == 2 * OW:
-        return _maxpool_backward_2x2(dout, arg, C, OH, OW, dx)
     memset(dx, 0, C * H * W * sizeof(floating))
     for c in range(C):
         # windows from the last to the first: the book's order of addition (see _col2im)
@@ -574,3 +555,115 @@ def maxpool_backward(
                                  S, P, OH, OW, &dx[n, 0, 0, 0])
     if bad:
         raise ValueError(f"maxpool_backward: arg_max holds indices outside [0, {PH * PW})")
+
+
+# -- 2 x 2 max pooling, stride 2 (the networks' pooling), with a compact argmax ---------
+#
+# The book keeps each window's argmax as int64 in (N, out_h, out_w, C) order. Written
+# from a pass over the images (channel by channel), that is one 8-byte store C entries
+# apart per window; here ``where`` is one byte per window in the images' own order
+# (N, C, out_h, out_w), written beside the maxima: a sixteenth of the book's bytes, and
+# the backward pass reads it in the order it writes. ``minidl.layers.Pooling`` turns it
+# into the book's ``arg_max`` when someone reads that.
+
+cdef void _maxpool2x2_forward(
+    const floating* x,          # IN (C, H, W) one image, H >= 2*OH, W >= 2*OW
+    Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH, Py_ssize_t OW,
+    floating* out,              # OUT (C, OH, OW)
+    uint8_t* where,             # OUT (C, OH, OW): 0..3, the maximum's cell in its window
+) noexcept nogil:
+    cdef Py_ssize_t c, oy, ox
+    cdef const floating* r0
+    cdef floating* o
+    cdef uint8_t* w
+    cdef Py_ssize_t best
+    cdef int nan
+    for c in range(C):
+        for oy in range(OH):
+            r0 = x + (c * H + 2 * oy) * W
+            o = out + (c * OH + oy) * OW
+            w = where + (c * OH + oy) * OW
+            if floating is float:
+                nan = mdl_pool2x2_row_f32(r0, r0 + W, OW, o, w)
+            else:
+                nan = mdl_pool2x2_row_f64(r0, r0 + W, OW, o, w)
+            if nan:  # rare: NaN compares false, so the row's maxima skipped it
+                for ox in range(OW):
+                    best = w[ox]
+                    _maxpool_window_nan(x + c * H * W, H, W, 2 * oy, 2 * ox, 2, 2,
+                                        &o[ox], &best)
+                    w[ox] = <uint8_t>best
+
+
+cdef int _maxpool2x2_backward(
+    const floating* dout,       # IN (C, OH, OW) one image
+    const uint8_t* where,       # IN (C, OH, OW) from _maxpool2x2_forward
+    Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH, Py_ssize_t OW,
+    floating* dx,               # OUT (C, H, W), overwritten
+) noexcept nogil:
+    """Returns nonzero if ``where`` held an index outside 0..3."""
+    cdef Py_ssize_t c, oy
+    cdef floating* r0
+    cdef int bad = 0
+    for c in range(C):
+        for oy in range(OH):
+            r0 = dx + (c * H + 2 * oy) * W
+            if floating is float:
+                bad |= mdl_unpool2x2_row_f32(dout + (c * OH + oy) * OW,
+                                             where + (c * OH + oy) * OW, OW, r0, r0 + W)
+            else:
+                bad |= mdl_unpool2x2_row_f64(dout + (c * OH + oy) * OW,
+                                             where + (c * OH + oy) * OW, OW, r0, r0 + W)
+            if W > 2 * OW:  # an odd width: the last column is in no window
+                r0[W - 1] = 0
+                r0[2 * W - 1] = 0
+        if H > 2 * OH:  # an odd height: the last row is in no window
+            memset(dx + (c * H + H - 1) * W, 0, W * sizeof(floating))
+    return bad
+
+
+def maxpool2x2_forward(
+    const floating[:, :, :, ::1] x,     # IN (N, C, H, W)
+    floating[:, :, :, ::1] out,         # OUT (N, C, H // 2, W // 2)
+    uint8_t[:, :, :, ::1] where,        # OUT (N, C, H // 2, W // 2)
+    int n_threads=1,
+):
+    """Max over 2 x 2 windows, stride 2, no padding, and where each maximum is in its
+    window (0..3, row by row): ``maxpool_forward(x, 2, 2, 2, 0, ...)`` with the argmax
+    in the images' order, one byte per window."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t OH = H // 2, OW = W // 2, n
+    _check_geometry((N, C, H, W), 2, 2, 2, 0, OH, OW)
+    if (tuple(out.shape)[:4] != (N, C, OH, OW)
+            or tuple(where.shape)[:4] != (N, C, OH, OW)):
+        raise ValueError(f"maxpool2x2_forward: out {tuple(out.shape)[:4]} and where "
+                         f"{tuple(where.shape)[:4]} must be {(N, C, OH, OW)}")
+    if N == 0:
+        return
+    for n in prange(N, nogil=True, schedule="static", num_threads=max(n_threads, 1)):
+        _maxpool2x2_forward(&x[n, 0, 0, 0], C, H, W, OH, OW, &out[n, 0, 0, 0],
+                            &where[n, 0, 0, 0])
+
+
+def maxpool2x2_backward(
+    const floating[:, :, :, ::1] dout,  # IN (N, C, OH, OW)
+    const uint8_t[:, :, :, ::1] where,  # IN (N, C, OH, OW) from maxpool2x2_forward
+    floating[:, :, :, ::1] dx,          # OUT (N, C, H, W), H // 2 == OH, W // 2 == OW
+    int n_threads=1,
+):
+    """Each window's gradient to the pixel ``where`` names, zeros elsewhere."""
+    cdef Py_ssize_t N = dx.shape[0], C = dx.shape[1], H = dx.shape[2], W = dx.shape[3]
+    cdef Py_ssize_t OH = H // 2, OW = W // 2, n
+    _check_geometry((N, C, H, W), 2, 2, 2, 0, OH, OW)
+    if (tuple(dout.shape)[:4] != (N, C, OH, OW)
+            or tuple(where.shape)[:4] != (N, C, OH, OW)):
+        raise ValueError(f"maxpool2x2_backward: dout {tuple(dout.shape)[:4]} and where "
+                         f"{tuple(where.shape)[:4]} must be {(N, C, OH, OW)}")
+    if N == 0:
+        return
+    cdef int bad = 0
+    for n in prange(N, nogil=True, schedule="static", num_threads=max(n_threads, 1)):
+        bad |= _maxpool2x2_backward(&dout[n, 0, 0, 0], &where[n, 0, 0, 0], C, H, W, OH, OW,
+                                    &dx[n, 0, 0, 0])
+    if bad:
+        raise ValueError("maxpool2x2_backward: where holds indices outside [0, 4)")

@@ -151,6 +151,10 @@ class ConvCythonOps(ConvNumpyOps):
         x = _c(x)
         N, C = x.shape[:2]
         out = np.empty((N, C, out_h, out_w), dtype=x.dtype)
+        if (pool_h, pool_w, stride, pad) == (2, 2, 2, 0):  # the networks' pooling
+            where = np.empty((N, C, out_h, out_w), dtype=np.uint8)
+            _conv.maxpool2x2_forward(x, out, where, NUM_THREADS)
+            return out, where
         arg_max = np.empty(N * out_h * out_w * C, dtype=np.int64)
         _conv.maxpool_forward(x, pool_h, pool_w, stride, pad, out, arg_max, NUM_THREADS)
         return out, arg_max
@@ -158,6 +162,15 @@ class ConvCythonOps(ConvNumpyOps):
     def pool_backward(self, dout, arg_max, input_shape, pool_h, pool_w, stride, pad, out_h,
                       out_w):
         dx = np.empty(input_shape, dtype=dout.dtype)
-        _conv.maxpool_backward(_c(dout), np.ascontiguousarray(arg_max, dtype=np.int64), pool_h, pool_w, stride, pad, dx,
-                               NUM_THREADS)
+        _conv.maxpool_backward(_c(dout), np.ascontiguousarray(arg_max, dtype=np.int64),
+                               pool_h, pool_w, stride, pad, dx, NUM_THREADS)
+        return dx
+
+    def pool_backward_where(self, dout, where, input_shape, pool_h, pool_w, stride, pad,
+                            out_h, out_w):
+        if where.ndim != 4:  # the book's layout
+            return self.pool_backward(dout, where, input_shape, pool_h, pool_w, stride, pad,
+                                      out_h, out_w)
+        dx = np.empty(input_shape, dtype=dout.dtype)
+        _conv.maxpool2x2_backward(_c(dout), where, dx, NUM_THREADS)
         return dx

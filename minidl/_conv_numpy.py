@@ -74,8 +74,10 @@ class ConvNumpyOps:
 
     # -- Pooling (max) -----------------------------------------------------------------
     def pool_forward(self, x, pool_h, pool_w, stride, pad, out_h, out_w):
-        """x (N, C, H, W) -> (out (N, C, out_h, out_w), arg_max (N*out_h*out_w*C,) int64):
-        the book's max over each window (zero padding included) and its np.argmax."""
+        """x (N, C, H, W) -> (out (N, C, out_h, out_w), where): the book's max over each
+        window (zero padding included) and a record of where each maximum is, which
+        ``pool_arg_max`` turns into the book's ``arg_max`` and ``pool_backward_where``
+        takes. Here the record is the book's arg_max (N*out_h*out_w*C,) int64 itself."""
         N, C = x.shape[:2]
         col = self.im2col(x, pool_h, pool_w, stride, pad, out_h, out_w)
         col = col.reshape(-1, pool_h * pool_w)
@@ -85,7 +87,8 @@ class ConvNumpyOps:
 
     def pool_backward(self, dout, arg_max, input_shape, pool_h, pool_w, stride, pad, out_h,
                       out_w):
-        """dout (N, C, out_h, out_w) -> dx (N, C, H, W): each window's gradient to its max."""
+        """dout (N, C, out_h, out_w) -> dx (N, C, H, W): each window's gradient to its max
+        (``arg_max`` in the book's layout)."""
         dout = dout.transpose(0, 2, 3, 1)
         pool_size = pool_h * pool_w
         dmax = np.zeros((dout.size, pool_size), dtype=dout.dtype)
@@ -93,3 +96,18 @@ class ConvNumpyOps:
         dmax = dmax.reshape(dout.shape + (pool_size,))
         dcol = dmax.reshape(dmax.shape[0] * dmax.shape[1] * dmax.shape[2], -1)
         return self.col2im(dcol, input_shape, pool_h, pool_w, stride, pad, out_h, out_w)
+
+    def pool_backward_where(self, dout, where, input_shape, pool_h, pool_w, stride, pad,
+                            out_h, out_w):
+        """``pool_backward`` from a ``pool_forward`` record (of any backend)."""
+        return self.pool_backward(dout, pool_arg_max(where), input_shape, pool_h, pool_w,
+                                  stride, pad, out_h, out_w)
+
+
+def pool_arg_max(where: np.ndarray) -> np.ndarray:
+    """The book's ``arg_max`` (N*out_h*out_w*C,) int64 from a ``pool_forward`` record:
+    that array itself, or the compiled 2 x 2 pooling's one byte per window in the
+    images' (N, C, out_h, out_w) order, reordered."""
+    if where.ndim == 4:
+        return where.transpose(0, 2, 3, 1).reshape(-1).astype(np.int64)
+    return where

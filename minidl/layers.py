@@ -14,6 +14,7 @@ import math
 
 import numpy as np
 
+from ._conv_numpy import pool_arg_max
 from .backend import ops
 from .backend.checks import (
     as_array,
@@ -303,7 +304,10 @@ class Pooling:
 
     ``backward`` sends each window's gradient to the first pixel that held its
     maximum (the book's ``arg_max``, one entry per window in (N, out_h, out_w, C)
-    order, kept in ``self.arg_max``).
+    order, int64, in ``self.arg_max``). The compiled backend records the maxima of
+    2 x 2 windows more compactly and makes ``arg_max`` from that record when it is
+    first read; from then on (or once it is assigned), ``backward`` uses ``arg_max``,
+    as the book's does.
     """
 
     def __init__(self, pool_h, pool_w, stride=2, pad=0):
@@ -313,8 +317,21 @@ class Pooling:
         self.pad = pad
 
         self.x = None
-        self.arg_max = None
+        self._arg_max = None
+        self._where = None  # the backend's record of the maxima, until arg_max is made
         self._geometry = None
+
+    @property
+    def arg_max(self):
+        if self._arg_max is None and self._where is not None:
+            self._arg_max = pool_arg_max(self._where)
+            self._where = None
+        return self._arg_max
+
+    @arg_max.setter
+    def arg_max(self, value):
+        self._arg_max = value
+        self._where = None
 
     def forward(self, x):
         x = as_array("Pooling.forward", x)
@@ -326,8 +343,8 @@ class Pooling:
         _, pool_h, pool_w, stride, pad, out_h, out_w = conv_geometry(
             "Pooling.forward", x.shape, self.pool_h, self.pool_w, self.stride, self.pad)
 
-        out, self.arg_max = ops().pool_forward(x, pool_h, pool_w, stride, pad,
-                                                        out_h, out_w)
+        out, self._where = ops().pool_forward(x, pool_h, pool_w, stride, pad, out_h, out_w)
+        self._arg_max = None
         self.x = x
         self._geometry = (pool_h, pool_w, stride, pad, out_h, out_w)
         return out
@@ -341,6 +358,9 @@ class Pooling:
         if dout.shape != (N, C, out_h, out_w):
             raise ValueError(f"Pooling.backward: dout must have shape {(N, C, out_h, out_w)}, "
                              f"got {dout.shape}")
+        if self._where is not None:  # nobody has read or set arg_max since forward
+            return ops().pool_backward_where(dout, self._where, self.x.shape, pool_h, pool_w,
+                                             stride, pad, out_h, out_w)
         arg_max = np.asarray(self.arg_max)
         if arg_max.shape != (N * out_h * out_w * C,) or arg_max.dtype.kind not in "iu":
             raise ValueError(f"Pooling.backward: arg_max must hold {N * out_h * out_w * C} "

@@ -8,7 +8,7 @@ from conftest import DTYPES, RTOL, assert_sums_close
 
 import minidl
 from minidl import _conv
-from minidl._conv_numpy import ConvNumpyOps
+from minidl._conv_numpy import ConvNumpyOps, pool_arg_max
 from minidl.gradient import numerical_gradient
 from minidl.layers import Convolution, Pooling
 
@@ -426,3 +426,88 @@ def test_the_2x2_pooling_kernels_on_sizes_they_do_not_tile(x_shape, dtype, rng):
     _conv.maxpool_backward(dout, arg, 2, 2, 2, 0, dx)
     np.testing.assert_array_equal(
         dx, ConvNumpyOps().pool_backward(dout, arg, x_shape, 2, 2, 2, 0, oh, ow))
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("x_shape", [(2, 3, 6, 8), (1, 1, 2, 2), (3, 2, 5, 7), (1, 4, 24, 24),
+                                     (2, 1, 3, 2)])
+def test_the_2x2_kernels_with_one_byte_per_window(x_shape, dtype, n_threads, rng):
+    # maxpool2x2_forward/backward (the networks' pooling): the book's maxima and
+    # backward, the argmax one byte per window in the images' order, odd sizes (a
+    # last row or column in no window) and a batch of one included
+    x = rng.standard_normal(x_shape).astype(dtype)
+    x[..., 0, 1] = x[..., 0, 0]  # ties: the first maximum
+    x[..., -2:, -2:] = np.maximum(x[..., -2:, -2:], 0) * 0  # four zeros (0 and -0)
+    N, C, H, W = x_shape
+    oh, ow = H // 2, W // 2
+    out = np.empty((N, C, oh, ow), dtype=dtype)
+    where = np.full((N, C, oh, ow), 255, dtype=np.uint8)
+    _conv.maxpool2x2_forward(x, out, where, n_threads)
+    col = book.im2col(x[:, :, :2 * oh, :2 * ow], 2, 2, 2, 0).reshape(-1, 4)
+    np.testing.assert_array_equal(
+        out, col.max(axis=1).reshape(N, oh, ow, C).transpose(0, 3, 1, 2))
+    arg_max = np.argmax(col, axis=1)
+    np.testing.assert_array_equal(where.transpose(0, 2, 3, 1).reshape(-1), arg_max)
+    np.testing.assert_array_equal(pool_arg_max(where), arg_max)
+    dout = rng.standard_normal(out.shape).astype(dtype)
+    dx = np.full(x_shape, np.nan, dtype=dtype)  # every pixel must be written
+    _conv.maxpool2x2_backward(dout, where, dx, n_threads)
+    np.testing.assert_array_equal(
+        dx, ConvNumpyOps().pool_backward(dout, arg_max, x_shape, 2, 2, 2, 0, oh, ow))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_the_2x2_kernel_passes_nan_like_numpy(dtype):
+    x = np.array([[[[1.0, 5.0, np.nan, 2.0, 0.0, 7.0],
+                    [3.0, np.nan, 4.0, np.nan, np.nan, 1.0]]]], dtype=dtype)
+    out = np.empty((1, 1, 1, 3), dtype=dtype)
+    where = np.empty((1, 1, 1, 3), dtype=np.uint8)
+    _conv.maxpool2x2_forward(x, out, where)
+    col = book.im2col(x, 2, 2, 2, 0)
+    np.testing.assert_array_equal(out.reshape(-1), np.max(col, axis=1))
+    np.testing.assert_array_equal(where.reshape(-1), np.argmax(col, axis=1))  # first NaN
+
+
+def test_the_2x2_kernels_refuse_what_does_not_fit():
+    x, out, where = np.zeros((1, 1, 4, 4)), np.zeros((1, 1, 2, 2)), np.zeros((1, 1, 2, 2), np.uint8)
+    with pytest.raises(ValueError, match="must be"):
+        _conv.maxpool2x2_forward(x, np.zeros((1, 1, 2, 3)), where)
+    with pytest.raises(ValueError, match="must be"):
+        _conv.maxpool2x2_forward(x, out, np.zeros((1, 2, 2, 2), np.uint8))
+    with pytest.raises(ValueError, match="must be"):
+        _conv.maxpool2x2_backward(out, where, np.zeros((1, 1, 6, 4)))
+    with pytest.raises(ValueError, match="outside"):
+        _conv.maxpool2x2_backward(out, np.array([[[[0, 1], [4, 0]]]], np.uint8), np.zeros_like(x))
+    with pytest.raises(ValueError):  # dtypes must agree
+        _conv.maxpool2x2_forward(x, out.astype(np.float32), where)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_pooling_arg_max_is_the_books_whenever_it_is_read(backend, dtype, rng):
+    # the compiled 2x2 pooling keeps its own record of the maxima; arg_max, read at
+    # any time after forward, is the book's, and backward is the book's whether or not
+    # anyone read it, and follows what a student writes into it (as the book's does)
+    x = rng.standard_normal((3, 4, 6, 8)).astype(dtype)
+    dout = rng.standard_normal((3, 4, 3, 4)).astype(dtype)
+    ours, theirs = Pooling(2, 2), book.Pooling(2, 2)
+    np.testing.assert_array_equal(ours.forward(x), theirs.forward(x))
+    np.testing.assert_array_equal(ours.backward(dout), theirs.backward(dout))  # unread
+    assert ours.arg_max.dtype == np.int64 and ours.arg_max.shape == theirs.arg_max.shape
+    np.testing.assert_array_equal(ours.arg_max, theirs.arg_max)
+    np.testing.assert_array_equal(ours.backward(dout), theirs.backward(dout))  # read
+    ours.arg_max[:5] = theirs.arg_max[:5] = (theirs.arg_max[:5] + 1) % 4  # in place
+    np.testing.assert_array_equal(ours.backward(dout), theirs.backward(dout))
+    ours.arg_max = theirs.arg_max = np.zeros_like(theirs.arg_max)  # assigned
+    np.testing.assert_array_equal(ours.backward(dout), theirs.backward(dout))
+    # a new forward makes a new record: the assignment is forgotten, as in the book
+    x2 = rng.standard_normal(x.shape).astype(dtype)
+    ours.forward(x2), theirs.forward(x2)
+    np.testing.assert_array_equal(ours.backward(dout), theirs.backward(dout))
+    np.testing.assert_array_equal(ours.arg_max, theirs.arg_max)
+    # copies (and pickles) carry the record
+    import copy
+    import pickle
+    ours.forward(x)
+    for other in (copy.deepcopy(ours), pickle.loads(pickle.dumps(ours))):
+        np.testing.assert_array_equal(other.arg_max, ours.arg_max)
