@@ -59,7 +59,7 @@ cdef struct Lists:  # nonzero lists (CSR) of one layer's input for a batch
 
 cdef struct StepPlan:
     int n_layers
-    int n_threads  # for the first layer's products
+    int n_threads  # for the products (every layer's) and the batch's lists
     Py_ssize_t n_max  # the most rows a buffer holds
     int sigmoid
     Py_ssize_t sizes[MAX_LAYERS_ + 1]
@@ -168,6 +168,22 @@ cdef void _first_product(StepPlan* p, Py_ssize_t n, const floating* W0, const xf
                   <const xfloat*>inp.val, inp.ptr, W0, H, H, <const floating*>p.b[0], a, H)
 
 
+cdef void _hidden_product(StepPlan* p, Py_ssize_t n, int l, floating* a) noexcept nogil:
+    """act[l] = (layer l's input lists) @ W[l] + b[l] for a hidden layer's input, its
+    rows shared out between the threads in pieces, each row whole by one thread (the
+    same sums whatever the thread count)."""
+    cdef Py_ssize_t nt = _step_threads(p, n), c, H = p.sizes[l + 1]
+    cdef Lists* inp = &p.inp[l]
+    if nt == 1:
+        _spmm(NULL, 0, n, inp.idx, <const floating*>inp.val, inp.ptr,
+              <const floating*>p.W[l], H, H, <const floating*>p.b[l], a, H)
+        return
+    for c in prange(PIECES, num_threads=nt, schedule="dynamic"):
+        _spmm(NULL, c * n // PIECES, (c + 1) * n // PIECES, inp.idx,
+              <const floating*>inp.val, inp.ptr, <const floating*>p.W[l], H, H,
+              <const floating*>p.b[l], a, H)
+
+
 cdef void _step_forward(StepPlan* p, Py_ssize_t n, const floating* W0,
                         const xfloat* x0, bint columns) noexcept nogil:
     """act[l] for every layer, from the first layer's lists in p.inp[0] (with
@@ -186,8 +202,7 @@ cdef void _step_forward(StepPlan* p, Py_ssize_t n, const floating* W0,
             inp.ptr[0] = 0
             _nz(<const floating*>p.act[l - 1], K, 0, n, K, inp.idx, <floating*>inp.val,
                 inp.ptr)
-            _spmm(NULL, 0, n, inp.idx, <const floating*>inp.val, inp.ptr,
-                  <const floating*>p.W[l], H, H, <const floating*>p.b[l], a, H)
+            _hidden_product(p, n, l, a)
         if l < L - 1:
             if p.sigmoid:
                 _sigmoid_forward(a, a, n * H)
@@ -236,24 +251,44 @@ cdef void _step_backward(StepPlan* p, Py_ssize_t n, floating lr, bint update, fl
         p.dz_lists.ptr[0] = 0
         _nz(<const floating*>dz, H, 0, n, H, p.dz_lists.idx, <floating*>p.dz_lists.val,
             p.dz_lists.ptr)
-        _spmm(NULL, 0, n, p.dz_lists.idx, <const floating*>p.dz_lists.val, p.dz_lists.ptr,
-              <const floating*>WT, K, K, <const floating*>NULL, dx, K)
+        # dx's rows in pieces shared out between the threads (each row whole by one
+        # thread), while one of them turns a's lists into columns for dW = a.T @ dz
+        nt = _step_threads(p, n)
+        if nt == 1:
+            _spmm(NULL, 0, n, p.dz_lists.idx, <const floating*>p.dz_lists.val,
+                  p.dz_lists.ptr, <const floating*>WT, K, K, <const floating*>NULL, dx, K)
+            _csc(inp.idx, <const floating*>inp.val, inp.ptr, NULL, n, K, p.cptr, p.cidx,
+                 <floating*>p.cval)
+        else:
+            with parallel(num_threads=nt):
+                if threadid() == 0:
+                    _csc(inp.idx, <const floating*>inp.val, inp.ptr, NULL, n, K, p.cptr,
+                         p.cidx, <floating*>p.cval)
+                for t in prange(PIECES, schedule="dynamic"):
+                    _spmm(NULL, t * n // PIECES, (t + 1) * n // PIECES, p.dz_lists.idx,
+                          <const floating*>p.dz_lists.val, p.dz_lists.ptr,
+                          <const floating*>WT, K, K, <const floating*>NULL, dx, K)
         if p.sigmoid:
             _sigmoid_backward(dx, a, dx, n * K)
         else:
             _relu_backward(dx, a, dx, n * K)
-        # dW = a.T @ dz over the columns of a's lists (fused with W -= lr * dW)
-        _csc(inp.idx, <const floating*>inp.val, inp.ptr, NULL, n, K, p.cptr, p.cidx,
-             <floating*>p.cval)
+        # dW = a.T @ dz over the columns of a's lists (fused with W -= lr * dW), W's
+        # rows in pieces shared out between the threads, each row whole by one thread
+        pieces = PIECES if nt > 1 else 1
+        for t in prange(pieces, num_threads=nt, schedule="dynamic"):
+            k0 = t * K // pieces
+            k1 = (t + 1) * K // pieces
+            if update:
+                _spmmt(p.cptr, p.cidx, <const floating*>p.cval, k0, k1, <const floating*>dz,
+                       H, H, W, H, -lr, 1)
+            else:
+                _spmmt(p.cptr, p.cidx, <const floating*>p.cval, k0, k1, <const floating*>dz,
+                       H, H, <floating*>p.gW[l], H, 1, 0)
         if update:
-            _spmmt(p.cptr, p.cidx, <const floating*>p.cval, 0, K, <const floating*>dz, H, H,
-                   W, H, -lr, 1)
             _column_sums(dz, n, H, db)
             for j in range(H):
                 b[j] -= lr * db[j]
         else:
-            _spmmt(p.cptr, p.cidx, <const floating*>p.cval, 0, K, <const floating*>dz, H, H,
-                   <floating*>p.gW[l], H, 1, 0)
             _column_sums(dz, n, H, <floating*>p.gb[l])
         tmp = dz
         dz = dx
@@ -420,7 +455,7 @@ cdef class SGDStep:
     ``nonzero_lists(x)``, or None to scan the batch's rows at each step;
     ``sigmoid``: the hidden activation (else ReLU); ``batch_size``: the largest
     batch ``step`` or ``gradient`` will be given; ``num_threads``: threads for
-    the first layer's products and for ``count_correct``'s chunks (the results do
+    every layer's products and for ``count_correct``'s chunks (the results do
     not depend on it). Everything a step needs is
     allocated here. For ``gradient`` alone, ``x`` may have no rows: it gives the
     inputs' dtype.

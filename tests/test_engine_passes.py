@@ -7,6 +7,7 @@ does not cover falls back to the layer code.
 """
 
 import contextlib
+import itertools
 
 import numpy as np
 import pytest
@@ -282,6 +283,70 @@ def test_count_correct_in_chunks_on_threads_equals_numpy(threads, dtype, rng):
         assert step.count_correct(x[:n], labels[:n]) == want
         assert step.count_correct(x[:n], labels[:n], (lists[0][:lists[2][n]], lists[1][
             :lists[2][n]], lists[2][:n + 1])) == want
+
+
+def _stack_reference(x, W, b, labels, sigmoid):
+    """The book's layer arithmetic in NumPy: loss, dW and db of a stack of affine layers."""
+    act = (lambda z: 1 / (1 + np.exp(-z))) if sigmoid else (lambda z: np.maximum(z, 0))
+    hs = [x.astype(W[0].dtype)]
+    for i, (w, v) in enumerate(zip(W, b)):
+        z = hs[-1] @ w + v
+        hs.append(act(z) if i < len(W) - 1 else z)
+    z = hs[-1] - hs[-1].max(axis=1, keepdims=True)
+    y = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    n = len(x)
+    loss = -np.sum(np.log(y[np.arange(n), labels] + 1e-7)) / n
+    d = y.copy()
+    d[np.arange(n), labels] -= 1
+    d /= n
+    gW, gb = [None] * len(W), [None] * len(W)
+    for i in range(len(W) - 1, -1, -1):
+        gW[i], gb[i] = hs[i].T @ d, d.sum(axis=0)
+        if i:
+            d = d @ W[i].T
+            d = d * (hs[i] * (1 - hs[i])) if sigmoid else d * (hs[i] > 0)
+    return loss, gW, gb
+
+
+@pytest.mark.parametrize("sigmoid", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_step_on_one_two_and_three_threads_gives_the_same_numbers(sigmoid, dtype, rng):
+    # a deep stack (hidden layers' products shared out between the threads, row
+    # pieces forward and for dx, W's rows for dW) on batches big enough to share:
+    # the same bits on any thread count, and the book's numbers
+    x, labels = sparse_batch(rng, n=130, k=50, density=0.3)
+    sizes = [50, 40, 33, 40, 6]
+    W0 = [rng.standard_normal(shape).astype(dtype) * 0.4 for shape in itertools.pairwise(sizes)]
+    b0 = [rng.standard_normal(c).astype(dtype) * 0.1 for c in sizes[1:]]
+    labels = labels.astype(np.int64)
+    want = _stack_reference(x, W0, b0, labels, sigmoid)
+    tol = 1e-4 if dtype == np.float32 else 1e-10
+    results = []
+    for threads in (1, 2, 3):
+        W, b = [w.copy() for w in W0], [v.copy() for v in b0]
+        step = _fused.SGDStep(W, b, x[:0], None, sigmoid, 130, threads)
+        step.threads = threads
+        assert step.threads == threads
+        gW = [np.empty_like(w) for w in W]
+        gb = [np.empty_like(v) for v in b]
+        loss = step.gradient(x, labels, gW, gb)
+        forward = [a[:130].copy() for a in step.activations]
+        loss_only = step.gradient(x[:70], labels[:70])
+        Ws, bs = [w.copy() for w in W0], [v.copy() for v in b0]
+        sgd = _fused.SGDStep(Ws, bs, x, None, sigmoid, 130, threads)
+        sgd.threads = threads
+        after = sgd.step(np.arange(130, dtype=np.int64)[::-1].copy(), labels[::-1].copy(), 0.1)
+        results.append((loss, gW, gb, forward, loss_only, after, Ws, bs))
+        assert loss == pytest.approx(want[0], rel=tol)
+        for got, ref in zip(gW + gb, want[1] + want[2]):
+            np.testing.assert_allclose(got, ref, rtol=tol, atol=tol)
+    for got in results[1:]:
+        for a, ref in zip(got, results[0]):
+            if isinstance(a, list):
+                for u, v in zip(a, ref):
+                    np.testing.assert_array_equal(u, v)
+            else:
+                assert a == ref
 
 
 def test_networks_still_copy_and_pickle_after_a_compiled_pass(rng):
