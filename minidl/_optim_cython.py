@@ -33,13 +33,20 @@ def _arrays_ok(param, grad, *state) -> bool:
     if dtype not in _FLOATS:
         return False
     arrays = (param, grad, *state)
+    shape = param.shape
+    own = True  # every array owns its memory: distinct ones cannot overlap
     for a in arrays:
-        if (not isinstance(a, np.ndarray) or a.dtype != dtype or a.shape != param.shape
-                or not a.flags.c_contiguous):
+        if not isinstance(a, np.ndarray) or a.dtype != dtype or a.shape != shape:
             return False
+        flags = a.flags
+        if not flags.c_contiguous:
+            return False
+        own = own and flags.owndata
     for a in (param, *state):
         if not a.flags.writeable:
             return False
+    if own and len({id(a) for a in arrays}) == len(arrays):
+        return True
     for i, a in enumerate(arrays):
         for b in arrays[i + 1:]:
             if np.may_share_memory(a, b):

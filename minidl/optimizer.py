@@ -136,6 +136,10 @@ class Optimizer:
         for name in self.state_names:
             state = getattr(self, name)
             for key, param in params.items():
+                kept = state.get(key, _MISSING) if isinstance(state, dict) else _MISSING
+                if kept is not _MISSING and type(kept) is np.ndarray and type(
+                        param) is np.ndarray and kept.shape == param.shape:
+                    continue  # (the common case, without np.shape's cost)
                 if key not in state:
                     raise ValueError(
                         f"{type(self).__name__}: params['{key}'] has no entry in the optimizer's "
@@ -153,6 +157,9 @@ class Optimizer:
     def __repr__(self) -> str:
         args = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.hyperparameters)
         return f"{type(self).__name__}({args})"
+
+
+_MISSING = object()
 
 
 def _kernel_for(optimizer):

@@ -115,6 +115,36 @@ def test_the_kernels_step_aside_where_numpy_would_compute_differently(name, rng)
         assert not kernel(opt, "W", W, np.ones_like(W))
 
 
+@pytest.mark.parametrize("name", list(RULES))
+def test_overlapping_arrays_run_the_books_lines(name, rng):
+    # the kernels may assume arrays that do not overlap: arrays that own their memory
+    # are taken without np.may_share_memory, views of one buffer must not be
+    buf = rng.standard_normal(2 * 40).astype(np.float64)
+    opt = getattr(optimizer, name)(**RULES[name])
+    W = buf[:40]  # a view: does not own its memory
+    opt.update({"W": W}, {"W": np.zeros(40)})
+    kernel = _optim_cython.kernel_for(opt)
+    assert kernel(opt, "W", W, buf[40:].copy()) is True  # a view beside a separate array
+    assert not kernel(opt, "W", W, buf[20:60])  # a gradient overlapping the parameter
+    state = opt.m if name == "Adam" else getattr(opt, "v", None) or getattr(opt, "h", None)
+    if state is not None:  # a state array overlapping the gradient
+        grad = np.ones(40)
+        state["W"] = grad
+        assert not kernel(opt, "W", W, grad)
+    owned = np.ones(40)
+    assert not kernel(opt, "W", owned, owned)  # the same array twice, both owning
+
+    # and the update over overlapping arrays gives the book's numbers
+    for overlap in (lambda b: (b[:40], b[20:60]), lambda b: (b[:40], b[:40])):
+        mine, ref = buf.copy(), buf.copy()
+        p, g = overlap(mine)
+        opt = getattr(optimizer, name)(**RULES[name])
+        opt.update({"W": p}, {"W": g})
+        p, g = overlap(ref)
+        getattr(book_ch6, name)(**RULES[name]).update({"W": p}, {"W": g})
+        np.testing.assert_array_equal(mine, ref)
+
+
 def test_subclasses_and_patched_methods_run_their_own_code(rng, monkeypatch):
     class Mine(optimizer.SGD):
         def update_one(self, key, param, grad):
