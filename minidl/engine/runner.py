@@ -208,14 +208,18 @@ class StepRunner:
 
     def _update(self, gW, gb) -> None:
         """The optimizer's update (the course's SGD without one) from the step's gradients,
-        with the book's weight-decay term added to each weight gradient."""
+        with the book's weight-decay term added to each weight gradient. The course's
+        SGD leaves ``lr`` times the gradients in ``gW`` and ``gb``."""
         s = self.stack
         params = self.network.params
         if _is_plain_sgd(self.optimizer) and not s.weight_decay:
             lr = self._sgd_lr()
-            for w, v, g, h in zip(s.W, s.b, gW, gb):  # the book's params[key] -= lr * grads[key]
-                w -= lr * g
-                v -= lr * h
+            # the book's params[key] -= lr * grads[key], the products lr * grads[key] made
+            # in the step's own gradient buffers (the same numbers, no temporary to allocate
+            # and fault in at every step: 0.3 MB for a 784 x 50 float64 weight)
+            for w, v, g, h in zip(s.W, s.b, gW, gb):
+                w -= np.multiply(g, lr, out=g)
+                v -= np.multiply(h, lr, out=h)
             return
         grads = {}
         for i, (g, v) in enumerate(zip(gW, gb)):
