@@ -117,15 +117,21 @@ print(base, status('VmHWM'))
 def machine():
     from minidl import _sparse
 
-    cpu = "?"
+    # the model name, and the family and model numbers (a VM's name can hide the
+    # generation, e.g. "AMD EPYC" for Zen 1 to 4, whose vector units differ 2x)
+    fields = {}
     try:
         with open("/proc/cpuinfo") as fh:
             for line in fh:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
+                if not line.strip():  # the first processor's block is enough
                     break
     except OSError:
         pass
+    cpu = fields.get("model name", "?")
+    if "cpu family" in fields and "model" in fields:
+        cpu += f", family {fields['cpu family']} model {fields['model']}"
     try:
         from threadpoolctl import threadpool_info
 
