@@ -73,11 +73,12 @@ class ConvNumpyOps:
         return dx, dW, db
 
     # -- Pooling (max) -----------------------------------------------------------------
-    def pool_forward(self, x, pool_h, pool_w, stride, pad, out_h, out_w):
+    def pool_forward(self, x, pool_h, pool_w, stride, pad, out_h, out_w, state=None):
         """x (N, C, H, W) -> (out (N, C, out_h, out_w), where): the book's max over each
         window (zero padding included) and a record of where each maximum is, which
         ``pool_arg_max`` turns into the book's ``arg_max`` and ``pool_backward_where``
-        takes. Here the record is the book's arg_max (N*out_h*out_w*C,) int64 itself."""
+        takes. Here the record is the book's arg_max (N*out_h*out_w*C,) int64 itself.
+        ``state``: a dict the layer keeps (the compiled backend's thread choices)."""
         N, C = x.shape[:2]
         col = self.im2col(x, pool_h, pool_w, stride, pad, out_h, out_w)
         col = col.reshape(-1, pool_h * pool_w)
@@ -98,7 +99,7 @@ class ConvNumpyOps:
         return self.col2im(dcol, input_shape, pool_h, pool_w, stride, pad, out_h, out_w)
 
     def pool_backward_where(self, dout, where, input_shape, pool_h, pool_w, stride, pad,
-                            out_h, out_w):
+                            out_h, out_w, state=None):
         """``pool_backward`` from a ``pool_forward`` record (of any backend)."""
         return self.pool_backward(dout, pool_arg_max(where), input_shape, pool_h, pool_w,
                                   stride, pad, out_h, out_w)

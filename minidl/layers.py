@@ -320,6 +320,7 @@ class Pooling:
         self._arg_max = None
         self._where = None  # the backend's record of the maxima, until arg_max is made
         self._geometry = None
+        self._state = {}  # what the backend keeps from call to call (thread choices)
 
     @property
     def arg_max(self):
@@ -343,7 +344,8 @@ class Pooling:
         _, pool_h, pool_w, stride, pad, out_h, out_w = conv_geometry(
             "Pooling.forward", x.shape, self.pool_h, self.pool_w, self.stride, self.pad)
 
-        out, self._where = ops().pool_forward(x, pool_h, pool_w, stride, pad, out_h, out_w)
+        out, self._where = ops().pool_forward(x, pool_h, pool_w, stride, pad, out_h, out_w,
+                                              self._state)
         self._arg_max = None
         self.x = x
         self._geometry = (pool_h, pool_w, stride, pad, out_h, out_w)
@@ -360,7 +362,7 @@ class Pooling:
                              f"got {dout.shape}")
         if self._where is not None:  # nobody has read or set arg_max since forward
             return ops().pool_backward_where(dout, self._where, self.x.shape, pool_h, pool_w,
-                                             stride, pad, out_h, out_w)
+                                             stride, pad, out_h, out_w, self._state)
         arg_max = np.asarray(self.arg_max)
         if arg_max.shape != (N * out_h * out_w * C,) or arg_max.dtype.kind not in "iu":
             raise ValueError(f"Pooling.backward: arg_max must hold {N * out_h * out_w * C} "

@@ -511,3 +511,23 @@ def test_pooling_arg_max_is_the_books_whenever_it_is_read(backend, dtype, rng):
     ours.forward(x)
     for other in (copy.deepcopy(ours), pickle.loads(pickle.dumps(ours))):
         np.testing.assert_array_equal(other.arg_max, ours.arg_max)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_pooling_on_one_or_two_threads_is_the_same(monkeypatch, dtype, rng):
+    # the 2x2 pooling chooses its kernels' threads by measuring (one choice for
+    # forward, one for backward, kept with the layer): the numbers must not depend on it
+    from minidl.engine.threads import ThreadChoice
+
+    if minidl.get_backend() != "cython":
+        pytest.skip("the compiled backend is not selected")
+    x = rng.standard_normal((5, 3, 8, 6)).astype(dtype)
+    dout = rng.standard_normal((5, 3, 4, 3)).astype(dtype)
+    ours, theirs = Pooling(2, 2), book.Pooling(2, 2)
+    expected = theirs.forward(x), theirs.backward(dout)
+    for n in (1, 2):
+        monkeypatch.setattr(ThreadChoice, "pick", lambda self, n=n: n)
+        np.testing.assert_array_equal(ours.forward(x), expected[0])
+        np.testing.assert_array_equal(ours.backward(dout), expected[1])
+    choices = [v for v in ours._state.values() if isinstance(v, ThreadChoice)]
+    assert len(choices) == 2 and all(sum(map(len, c.times.values())) == 2 for c in choices)
