@@ -91,6 +91,7 @@ cdef struct StepPlan:
 
 cdef enum:
     PIECES = 10  # pieces of a batch's rows (or of W's) shared out between threads
+    HIDDEN_SPLIT_MIN = 250000  # dense multiply-adds of a hidden product worth two threads
     EVAL_ROWS = 128  # rows per chunk of an evaluation (count_correct)
     MAX_EVAL_THREADS = 8
 
@@ -142,6 +143,18 @@ cdef inline Py_ssize_t _step_threads(StepPlan* p, Py_ssize_t n) noexcept nogil:
     return max(<Py_ssize_t>1, min(<Py_ssize_t>p.n_threads, n // 32))
 
 
+cdef inline Py_ssize_t _layer_threads(StepPlan* p, Py_ssize_t n, Py_ssize_t K,
+                                      Py_ssize_t H) noexcept nogil:
+    # a hidden layer's products (K inputs, H outputs) are shared out only when big
+    # enough to pay for the threads' meeting at their end: chapter 6's 100-wide
+    # layers (128 x 100 x 100 multiply-adds when dense) are; the course network's
+    # 50 -> 10 output layer (100 x 50 x 10) is not (a meeting per product made its
+    # MNIST steps slower)
+    if n * K * H < HIDDEN_SPLIT_MIN:
+        return 1
+    return _step_threads(p, n)
+
+
 cdef void _first_product(StepPlan* p, Py_ssize_t n, const floating* W0, const xfloat* x0,
                          bint columns) noexcept nogil:
     """act[0] = the first layer's product, its rows shared out between the threads in
@@ -172,7 +185,7 @@ cdef void _hidden_product(StepPlan* p, Py_ssize_t n, int l, floating* a) noexcep
     """act[l] = (layer l's input lists) @ W[l] + b[l] for a hidden layer's input, its
     rows shared out between the threads in pieces, each row whole by one thread (the
     same sums whatever the thread count)."""
-    cdef Py_ssize_t nt = _step_threads(p, n), c, H = p.sizes[l + 1]
+    cdef Py_ssize_t H = p.sizes[l + 1], nt = _layer_threads(p, n, p.sizes[l], H), c
     cdef Lists* inp = &p.inp[l]
     if nt == 1:
         _spmm(NULL, 0, n, inp.idx, <const floating*>inp.val, inp.ptr,
@@ -253,7 +266,7 @@ cdef void _step_backward(StepPlan* p, Py_ssize_t n, floating lr, bint update, fl
             p.dz_lists.ptr)
         # dx's rows in pieces shared out between the threads (each row whole by one
         # thread), while one of them turns a's lists into columns for dW = a.T @ dz
-        nt = _step_threads(p, n)
+        nt = _layer_threads(p, n, K, H)
         if nt == 1:
             _spmm(NULL, 0, n, p.dz_lists.idx, <const floating*>p.dz_lists.val,
                   p.dz_lists.ptr, <const floating*>WT, K, K, <const floating*>NULL, dx, K)
