@@ -130,3 +130,77 @@ def test_kernels_check_their_buffers():
         _norm.backward(x, d4, n4, n4, d4, d4, d4, d4, d4, np.empty((3, 3)))
     with pytest.raises(ValueError):  # one dtype per call
         _norm.forward_train(x.astype(np.float32), d4, d4, d4, d4, d4, n4, n4, n4)
+
+
+def test_kernels_refuse_outputs_that_overlap_other_buffers():
+    # the C loops take restrict pointers: an output sharing memory with another
+    # buffer is refused, not computed into garbage
+    x = np.ones((3, 4))
+    d4 = [np.empty(4) for _ in range(5)]
+    n4 = [np.empty((3, 4)) for _ in range(3)]
+    with pytest.raises(ValueError, match="forward_train: xc overlaps"):
+        _norm.forward_train(x, d4[0], d4[1], d4[2], d4[3], d4[4], x, n4[1], n4[2])
+    with pytest.raises(ValueError, match="forward_train: mu overlaps"):
+        _norm.forward_train(x, d4[0], d4[1], d4[2], d4[2], d4[4], n4[0], n4[1], n4[2])
+    big = np.empty(8)
+    with pytest.raises(ValueError, match="forward_train: mu overlaps"):  # in part
+        _norm.forward_train(x, d4[0], d4[1], big[:4], big[2:6], d4[4], n4[0], n4[1], n4[2])
+    with pytest.raises(ValueError, match="forward_test: out overlaps"):
+        _norm.forward_test(x, d4[0], d4[1], d4[2], d4[3], d4[4], x)
+    with pytest.raises(ValueError, match="backward: dx overlaps"):
+        _norm.backward(x, d4[0], n4[0], n4[1], d4[1], d4[2], d4[3], d4[4], np.empty(4), x)
+    with pytest.raises(ValueError, match="backward: dgamma overlaps"):
+        _norm.backward(x, d4[0], n4[0], n4[1], d4[1], d4[0], d4[3], d4[4], np.empty(4),
+                       n4[2])
+    # distinct halves of one buffer do not overlap: computed as with separate arrays
+    both = np.empty(8)
+    mu, var = both[:4], both[4:]
+    _norm.forward_train(x, np.ones(4), np.zeros(4), mu, var, d4[2], n4[0], n4[1], n4[2])
+    np.testing.assert_array_equal(mu, np.ones(4))
+    np.testing.assert_array_equal(var, np.zeros(4))
+
+
+def _book_order_backward(dout, gamma, xc, xn, std):
+    """The kernel's loops element by element, in Python floats of the dtype (the
+    order of every operation the C code does), for a bit-for-bit comparison."""
+    t = dout.dtype.type
+    N, D = dout.shape
+    dgamma, dbeta, dvar, dmu = (np.zeros(D, dout.dtype) for _ in range(4))
+    dx = np.empty_like(dout)
+    for i in range(N):
+        for j in range(D):
+            g = dout[i, j]
+            dbeta[j] += g
+            dgamma[j] += xn[i, j] * g
+            dvar[j] += (gamma[j] * g) * xc[i, j] / (std[j] * std[j])
+    dvar = t(0.5) * (-dvar) / std
+    two_over_n = t(2.0 / N)
+    for i in range(N):
+        for j in range(D):
+            g = (gamma[j] * dout[i, j]) / std[j] + two_over_n * xc[i, j] * dvar[j]
+            dx[i, j] = g
+            dmu[j] += g
+    dmu = dmu / t(N)
+    return dx - dmu, dgamma, dbeta
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 3), (5, 1), (9, 13), (16, 40)])
+def test_both_instruction_sets_give_the_same_bits(shape, dtype, rng):
+    # the vectorised loops round every operation as the element-by-element order does
+    x, gamma, beta = inputs(rng, shape, dtype, "C")
+    dout = rng.standard_normal(shape).astype(dtype)
+    results = []
+    try:
+        for avx2 in (False, True):
+            _norm.use_simd(avx2)
+            fwd = OPS.batchnorm_forward_train(x, gamma, beta)
+            bwd = OPS.batchnorm_backward(dout, gamma, fwd[3], fwd[4], fwd[5])
+            results.append((*fwd, *bwd))
+    finally:
+        _norm.use_simd(True)
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
+    _, _, _, xc, xn, std = results[0][:6]
+    for got, want in zip(results[0][6:], _book_order_backward(dout, gamma, xc, xn, std)):
+        np.testing.assert_array_equal(got, want)
