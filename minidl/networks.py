@@ -349,8 +349,11 @@ class MultiLayerNetExtend(_LayerNet):
     ``numerical_gradient`` is the book's loop on ``loss(x, t, train_flg=True)``:
     with Dropout every evaluation draws a new mask, as in the book.
 
-    This network always runs the layer-by-layer code: minidl's compiled
-    whole-network shortcuts do not serve it.
+    Without Dropout and batch normalisation (``use_dropout`` and
+    ``use_batchnorm`` false) the network is MultiLayerNet's stack: its
+    ``gradient``, ``loss`` and ``accuracy`` then run on minidl's compiled passes
+    when the one rule (``minidl.engine.rule``) takes it, as MultiLayerNet's do;
+    with either, the layer-by-layer code below runs.
     """
 
     loss_has_weight_decay = True
@@ -402,9 +405,20 @@ class MultiLayerNetExtend(_LayerNet):
 
         return x
 
+    def _fused(self):
+        """The compiled passes, for a network without Dropout and BatchNorm that the
+        one rule takes (``train_flg`` then changes nothing), else None."""
+        if self.use_batchnorm or self.use_dropout:
+            return None
+        return ops().fused(self)
+
     @serialized
     def loss(self, x, t, train_flg=False):
         """Cross-entropy of ``predict(x, train_flg)`` against ``t``, plus the weight decay."""
+        fused = self._fused()  # one compiled forward pass, when it may
+        loss = fused.loss(x, t) if fused is not None else None
+        if loss is not None:
+            return loss
         y = self.predict(x, train_flg)
         return self.lastLayer.forward(y, t) + self._weight_decay()
 
@@ -413,6 +427,10 @@ class MultiLayerNetExtend(_LayerNet):
         """Fraction of rows whose highest score (in test mode) is the label; in chunks
         of ``EVAL_CHUNK`` rows, which in test mode are independent of each other."""
         x, t = accuracy_inputs(x, t)
+        fused = self._fused()  # counted in compiled chunks, when it may
+        accuracy = fused.accuracy(x, t) if fused is not None else None
+        if accuracy is not None:
+            return accuracy
         if t.ndim != 1:
             t = np.argmax(t, axis=1)
         correct = 0
@@ -453,6 +471,11 @@ class MultiLayerNetExtend(_LayerNet):
     @serialized
     def gradient(self, x, t):
         """Gradients of ``loss(x, t, train_flg=True)`` by backpropagation (the book's order)."""
+        fused = self._fused()  # one compiled call, when it may (as MultiLayerNet's)
+        grads = fused.gradient(x, t) if fused is not None else None
+        if grads is not None:
+            return grads
+
         # forward
         self.loss(x, t, train_flg=True)
 
@@ -509,6 +532,11 @@ class MultiLayerNetExtend(_LayerNet):
                                          f"and dtype {saved.dtype}, expected "
                                          f"{layer.gamma.shape} floats")
                     setattr(layer, stat, saved.copy())
+
+
+# the methods the one rule checks this class's networks have not overridden (its own)
+MultiLayerNetExtend._BOOK_METHODS = {name: getattr(MultiLayerNetExtend, name) for name in
+                                     _LayerNet._BOOK_METHODS}
 
 
 def load_network(path):

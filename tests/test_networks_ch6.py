@@ -214,6 +214,83 @@ def test_extend_gradient_loss_accuracy_are_the_books(backend, case, sparse, rng)
                                        rtol=1e-12)
 
 
+def test_extend_without_dropout_and_batchnorm_runs_on_the_compiled_passes(rng):
+    # MultiLayerNet's stack: the one rule takes it, and its numbers stay the book's
+    from minidl.engine import why_not
+    from minidl.engine.passes import _plans
+
+    ours, book = pair("MultiLayerNetExtend", weight_decay_lambda=0.01)
+    assert why_not(ours) is None
+    x, t = batch(rng, n=32)
+    assert_grads(ours.gradient(x, t), book.gradient(x, t))
+    assert ours in _plans  # the compiled gradient ran (its passes are kept for the network)
+    # the layers hold what the book's layer-by-layer pass leaves
+    for name, layer in book.layers.items():
+        if name.startswith("Affine"):
+            np.testing.assert_allclose(ours.layers[name].dW, layer.dW, rtol=1e-10, atol=1e-12)
+            np.testing.assert_allclose(ours.layers[name].x, layer.x, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(ours.lastLayer.y, book.last_layer.y, rtol=1e-10, atol=1e-14)
+    for train_flg in (False, True):
+        np.testing.assert_allclose(ours.loss(x, t, train_flg=train_flg),
+                                   book.loss(x, t, train_flg=train_flg), rtol=1e-12)
+    assert ours.accuracy(x, t) == book.accuracy(x, t)
+
+
+@pytest.mark.parametrize("case", ["batchnorm", "dropout", "both+decay"])
+def test_extend_with_dropout_or_batchnorm_is_refused_by_the_rule(case):
+    from minidl.engine import why_not
+
+    net = MultiLayerNetExtend(*SIZES, **EXTEND_CASES[case])
+    assert "batch normalisation or Dropout" in why_not(net)
+
+
+def test_extend_flags_and_subclasses_step_the_compiled_passes_aside(rng):
+    from minidl.engine import why_not
+
+    x, t = batch(rng)
+    # a flag set by hand: the book's gradient then looks for BatchNorm layers (KeyError)
+    ours, book = pair("MultiLayerNetExtend")
+    ours.use_batchnorm = book.use_batchnorm = True
+    assert why_not(ours) is not None
+    with pytest.raises(KeyError):
+        book.gradient(x, t)
+    with pytest.raises(KeyError):
+        ours.gradient(x, t)
+    # a subclass with its own gradient runs it; one that overrides nothing is taken
+
+    class Halved(MultiLayerNetExtend):
+        def gradient(self, x, t):
+            return {k: v / 2 for k, v in super().gradient(x, t).items()}
+
+    class Same(MultiLayerNetExtend):
+        pass
+
+    np.random.seed(0)
+    halved = Halved(*SIZES)
+    assert "overrides gradient" in why_not(halved)
+    np.random.seed(0)
+    same = Same(*SIZES)
+    assert why_not(same) is None
+    ours, book = pair("MultiLayerNetExtend")
+    want = book.gradient(x, t)
+    assert_grads(same.gradient(x, t), want)
+    got = halved.gradient(x, t)
+    for key in want:
+        np.testing.assert_allclose(got[key], want[key] / 2, rtol=1e-10, atol=1e-12)
+    # Dropout layers inserted by hand into a plain network: the layer path, the book's masks
+    ours, book = pair("MultiLayerNetExtend")
+    for net, cls in ((ours, minidl.layers.Dropout), (book, book_ch6.Dropout)):
+        layers = list(net.layers.items())
+        layers.insert(2, ("Dropout1", cls(0.5)))
+        net.layers.clear()
+        net.layers.update(layers)
+    assert why_not(ours) is not None
+    np.random.seed(5)
+    g = ours.gradient(x, t)
+    np.random.seed(5)
+    assert_grads(g, book.gradient(x, t))
+
+
 @pytest.mark.parametrize("case", list(EXTEND_CASES))
 def test_extend_numerical_gradient_is_the_books(backend, case, rng):
     kwargs = EXTEND_CASES[case]
@@ -250,7 +327,9 @@ def test_extend_backprop_agrees_with_numerical_gradient(case, rng):
     for key in numerical:
         np.testing.assert_allclose(backprop[key], numerical[key], atol=1e-6, err_msg=key)
     report = minidl.gradient.gradient_check(net, x, t)
-    assert report.numerical_method == "generic"
+    # without Dropout and BatchNorm it is MultiLayerNet's stack: the exact kernel serves it
+    assert report.numerical_method == ("fast" if case == "plain" else "generic")
+    assert report.ok
 
 
 @pytest.mark.parametrize("case", list(EXTEND_CASES))

@@ -4,7 +4,8 @@ minidl's compiled passes (a network's whole ``gradient``, ``loss`` and
 ``accuracy`` in one call, ``minidl.train``'s whole steps, the exact network
 numerical gradient) compute what the book's layer-by-layer code computes, for
 one kind of network: minidl's own ``TwoLayerNet``/``ThreeLayerNet``/``MultiLayerNet``
-as built. This module decides, for a network and for an input, whether that is
+as built, and ``MultiLayerNetExtend`` without Dropout and batch normalisation
+(MultiLayerNet's stack). This module decides, for a network and for an input, whether that is
 what is in front of it; every shortcut asks here and nowhere else, and anything
 refused runs the book's code.
 
@@ -12,7 +13,9 @@ A network is taken when:
 
 - it is one of minidl's networks and none of its methods (``predict``, ``loss``,
   ``gradient``, ``accuracy``, ``numerical_gradient``) is overridden, by a
-  subclass or on the instance;
+  subclass or on the instance (a ``MultiLayerNetExtend``'s are its own class's),
+  and it does not use Dropout or batch normalisation (``use_dropout``,
+  ``use_batchnorm`` false);
 - ``network.layers`` holds exactly Affine, activation, Affine, ..., Affine, of
   minidl's own classes (``Affine``; ``Relu`` or ``Sigmoid``, one kind throughout),
   none with its own ``forward``/``backward``, and ``lastLayer`` is minidl's
@@ -141,6 +144,9 @@ def examine(net) -> Stack | str:
             return f"{name} is replaced on this {cls.__name__}"
         if getattr(cls, name, None) is not book[name]:
             return f"{cls.__name__} overrides {name}"
+    if getattr(net, "use_batchnorm", False) or getattr(net, "use_dropout", False):
+        return ("it uses batch normalisation or Dropout (use_batchnorm, use_dropout): "
+                "the layer-by-layer code runs")
     layers = getattr(net, "layers", None)
     if not isinstance(layers, dict):
         return "network.layers is not a dict of layers"
