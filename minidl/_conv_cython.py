@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _conv
+from . import _conv, _convblock
 from ._conv_numpy import ConvNumpyOps
 from .backend import blas_threads
 from .engine.threads import ThreadChoice
@@ -143,11 +143,23 @@ class ConvCythonOps(ConvNumpyOps):
         return _on_chosen_blas_threads(state, "backward threads", self._conv_backward_groups,
                                        dout, W, stride, pad, out_h, out_w, need_dx, state)
 
-    def _conv_backward_groups(self, dout, W, stride, pad, out_h, out_w, need_dx, state):
+    def conv_relu_pool_backward(self, dout, where, out, W, stride, pad, out_h, out_w, need_dx,
+                                state):
+        """``conv_backward`` of ``relu_backward(pool_backward_where(dout, where), out)`` for
+        the 2 x 2 pooling's record ``where``: the three in one pass over the images
+        (``_convblock.unpool_relu_product``), the same numbers. ``dout`` (N, FN, out_h // 2,
+        out_w // 2), ``out`` (N, FN, out_h, out_w) the ReLU's output, C-contiguous."""
+        return _on_chosen_blas_threads(state, "backward threads", self._conv_backward_groups,
+                                       dout, W, stride, pad, out_h, out_w, need_dx, state,
+                                       (where, out))
+
+    def _conv_backward_groups(self, dout, W, stride, pad, out_h, out_w, need_dx, state,
+                              pooled=None):
         FN, C, FH, FW = W.shape
         x = state["x"]
         N, K, P = x.shape[0], C * FH * FW, out_h * out_w
-        dout = _c(dout.reshape(N, FN, P))
+        if pooled is None:
+            dout = _c(dout.reshape(N, FN, P))
         W_col = _c(W.reshape(FN, K))
         dW = np.zeros((FN, K), dtype=x.dtype)
         db = np.zeros(FN, dtype=np.float64)
@@ -159,7 +171,12 @@ class ConvCythonOps(ConvNumpyOps):
             col = _buffer(state, "col", (K, (n1 - n0) * P), x.dtype)
             _conv.unfold(x[n0:n1], FH, FW, stride, pad, col, out_h, out_w, NUM_THREADS)
             dprod = _buffer(state, "prod", (FN, (n1 - n0) * P), x.dtype)
-            _conv.product_from_images(dout[n0:n1], dprod, db_part)
+            if pooled is None:
+                _conv.product_from_images(dout[n0:n1], dprod, db_part)
+            else:
+                where, out = pooled
+                _convblock.unpool_relu_product(dout[n0:n1], where[n0:n1], out[n0:n1], dprod,
+                                               db_part)
             db += db_part
             dW += np.matmul(dprod, col.T)
             if need_dx:

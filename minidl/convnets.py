@@ -31,6 +31,8 @@ import numpy as np
 
 from ._accuracy import accuracy_inputs
 from ._atomic import atomic_write
+from ._block import backward as block_backward
+from ._block import is_block
 from ._model_file import FORMAT_VERSION
 from ._params_file import read_params, write_params
 from ._serial import network_state, serialized
@@ -165,14 +167,21 @@ class _ConvNet:
         dout = 1
         dout = self.last_layer.backward(dout)
 
+        # from the last layer to the first; a conv - relu - pool block in one call
+        # (minidl._block: one pass over the images where that is the same), and the
+        # first layer's input gradient not computed (nobody uses it)
         layers = list(self._layer_list())
-        layers.reverse()
-        for layer in layers[:-1]:
-            dout = layer.backward(dout)
-        if isinstance(layers[-1], (Convolution, Affine)):
-            layers[-1].backward(dout, need_dx=False)  # nobody uses the input's gradient
-        else:
-            layers[-1].backward(dout)
+        i = len(layers)
+        while i > 0:
+            if i >= 3 and is_block(layers[i - 3:i]):
+                dout = block_backward(*layers[i - 3:i], dout, need_dx=i > 3)
+                i -= 3
+            elif i == 1 and isinstance(layers[0], (Convolution, Affine)):
+                layers[0].backward(dout, need_dx=False)
+                i -= 1
+            else:
+                dout = layers[i - 1].backward(dout)
+                i -= 1
 
         grads = {}
         for i, layer in enumerate(self._param_layers(), start=1):

@@ -84,6 +84,7 @@ def test_the_numpy_backend_imports_nothing_compiled():
     code = """
 import importlib.abc, sys
 COMPILED = {"minidl._core", "minidl._sparse", "minidl._fused", "minidl._netgrad", "minidl._conv",
+            "minidl._convblock",
             "minidl._norm", "minidl._optim"}
 class Block(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
