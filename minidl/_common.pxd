@@ -44,6 +44,8 @@ cdef extern from "_vmath.h" nogil:
 
 cdef extern from "_sparse.h" nogil:
     const char* minidl_sparse_init(int isa)
+    Py_ssize_t minidl_count_f32(const float* x, Py_ssize_t n)
+    Py_ssize_t minidl_count_f64(const double* x, Py_ssize_t n)
     void minidl_nz_f32(const float* x, Py_ssize_t ldx, Py_ssize_t i0, Py_ssize_t i1,
                        Py_ssize_t K, int32_t* idx, float* val, int64_t* ptr)
     void minidl_nz_f64(const double* x, Py_ssize_t ldx, Py_ssize_t i0, Py_ssize_t i1,
@@ -175,6 +177,14 @@ cdef inline void _softmax_cross_entropy_backward(
 
 
 # -- the zero-skipping kernels of _sparse.h, by dtype ---------------------------------
+
+cdef inline Py_ssize_t _count_nonzeros(const xfloat* x, Py_ssize_t n) noexcept nogil:
+    # the nonzeros of x[0:n] (NaN counts)
+    if xfloat is float:
+        return minidl_count_f32(x, n)
+    else:
+        return minidl_count_f64(x, n)
+
 
 cdef inline void _nz(const xfloat* x, Py_ssize_t ldx, Py_ssize_t i0, Py_ssize_t i1,
                      Py_ssize_t K, int32_t* idx, xfloat* val, int64_t* ptr) noexcept nogil:

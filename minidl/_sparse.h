@@ -204,6 +204,36 @@ typedef void (*mdl_nz_f64_t)(const double *, mdl_ssize, mdl_ssize, mdl_ssize, md
 static mdl_nz_f32_t minidl_nz_f32 = mdl_nz_scalar_f32;
 static mdl_nz_f64_t minidl_nz_f64 = mdl_nz_scalar_f64;
 
+/* The nonzeros of x[0:n] (NaN counts as nonzero): comparisons and sums in vector
+ * lanes, the count kept in integers as wide as the entries (so that the compiler
+ * vectorises the loop: counting straight into a 64-bit total from float lanes is
+ * 3x slower), in blocks that cannot overflow them. */
+#define MDL_COUNT_BLOCK ((mdl_ssize)1 << 30)
+#define MDL_DEFINE_COUNT(NAME, XT, CT)                                                  \
+static mdl_ssize NAME(const XT *x, mdl_ssize n)                                          \
+{                                                                                        \
+    mdl_ssize total = 0;                                                                 \
+    for (mdl_ssize s = 0; s < n; s += MDL_COUNT_BLOCK) {                                 \
+        mdl_ssize e = n - s < MDL_COUNT_BLOCK ? n : s + MDL_COUNT_BLOCK;                 \
+        CT c = 0;                                                                        \
+        for (mdl_ssize k = s; k < e; k++)                                                \
+            c += x[k] != 0;                                                              \
+        total += c;                                                                      \
+    }                                                                                    \
+    return total;                                                                        \
+}
+MDL_DEFINE_COUNT(mdl_count_base_f32, float, int32_t)
+MDL_DEFINE_COUNT(mdl_count_base_f64, double, int64_t)
+#ifdef MINIDL_X86
+__attribute__((target("avx2"))) MDL_DEFINE_COUNT(mdl_count_avx2_f32, float, int32_t)
+__attribute__((target("avx2"))) MDL_DEFINE_COUNT(mdl_count_avx2_f64, double, int64_t)
+#endif
+typedef mdl_ssize (*mdl_count_f32_t)(const float *, mdl_ssize);
+typedef mdl_ssize (*mdl_count_f64_t)(const double *, mdl_ssize);
+/* set by minidl_sparse_init */
+static mdl_count_f32_t minidl_count_f32 = mdl_count_base_f32;
+static mdl_count_f64_t minidl_count_f64 = mdl_count_base_f64;
+
 /* Column lists from the row lists of a batch (a counting sort): batch row i is
  * list row r = rows[i] (or i without rows). For each k, cidx/cval[cptr[k] :
  * cptr[k + 1]] are the batch rows i (increasing) with x[r, k] != 0 and their
@@ -464,6 +494,7 @@ static const char *minidl_sparse_init(int isa)
     minidl_spmm_dd = mdl_spmm_scalar_dd; minidl_spmmt_ff = mdl_spmmt_scalar_ff;
     minidl_spmmt_fd = mdl_spmmt_scalar_fd; minidl_spmmt_dd = mdl_spmmt_scalar_dd;
     minidl_nz_f32 = mdl_nz_scalar_f32; minidl_nz_f64 = mdl_nz_scalar_f64;
+    minidl_count_f32 = mdl_count_base_f32; minidl_count_f64 = mdl_count_base_f64;
     if (isa < 1)
         return "scalar";
     minidl_nz_f32 = mdl_nz_sse_f32; minidl_nz_f64 = mdl_nz_sse_f64;
@@ -477,6 +508,7 @@ static const char *minidl_sparse_init(int isa)
         minidl_spmm_ff = mdl_spmm_ff32; minidl_spmm_fd = mdl_spmm_fd32;
         minidl_spmm_dd = mdl_spmm_dd32; minidl_spmmt_ff = mdl_spmmt_ff32;
         minidl_spmmt_fd = mdl_spmmt_fd32; minidl_spmmt_dd = mdl_spmmt_dd32;
+        minidl_count_f32 = mdl_count_avx2_f32; minidl_count_f64 = mdl_count_avx2_f64;
         if (__builtin_cpu_supports("popcnt")) {
             mdl_pack_tables();
             minidl_nz_f32 = mdl_nz_avx2_f32; minidl_nz_f64 = mdl_nz_avx2_f64;

@@ -27,7 +27,7 @@ from libc.stdint cimport int32_t, int64_t
 import numpy as np
 
 from minidl._common cimport (
-    floating, xfloat, minidl_sparse_init, _nz, _csc, _spmm, _spmmt,
+    floating, xfloat, minidl_sparse_init, _count_nonzeros, _nz, _csc, _spmm, _spmmt,
 )
 
 SIMD_ISA = minidl_sparse_init(2).decode()
@@ -44,15 +44,13 @@ def _select_simd(int level) -> str:
 
 def nonzero_fraction(const xfloat[:, ::1] x, Py_ssize_t max_rows=8) -> float:
     """Fraction of nonzeros in up to ``max_rows`` rows spread over ``x`` (an estimate)."""
-    cdef Py_ssize_t n = x.shape[0], K = x.shape[1], m, r, i, k, nnz = 0
+    cdef Py_ssize_t n = x.shape[0], K = x.shape[1], m, r, nnz = 0
     if n == 0 or K == 0:
         return 0.0
     m = min(n, max_rows)
     with nogil:
         for r in range(m):
-            i = r * n // m
-            for k in range(K):
-                nnz += x[i, k] != 0
+            nnz += _count_nonzeros(&x[r * n // m, 0], K)
     return nnz / <double>(m * K)
 
 

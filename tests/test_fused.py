@@ -187,6 +187,22 @@ def test_nonzero_fraction(rng):
     assert _sparse.nonzero_fraction(np.zeros((0, 3))) == 0.0
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape, max_rows", [((100, 1024), 128), ((100, 784), 8), ((7, 33), 3),
+                                             ((1, 1), 8), ((300, 5), 64)])
+def test_nonzero_fraction_counts_the_rows_it_samples_as_numpy_does(simd, dtype, shape,
+                                                                   max_rows, rng):
+    x = rng.random(shape).astype(dtype)
+    x[rng.random(shape) < 0.4] = 0
+    x[rng.random(shape) < 0.05] = -0.0  # a zero
+    x[rng.random(shape) < 0.02] = np.nan  # not a zero
+    x[rng.random(shape) < 0.02] = -np.inf
+    n = shape[0]
+    m = min(n, max_rows)
+    sampled = x[[r * n // m for r in range(m)]]
+    assert _sparse.nonzero_fraction(x, max_rows) == np.count_nonzero(sampled) / sampled.size
+
+
 # -- the layers and networks on these kernels ---------------------------------------------
 @pytest.mark.parametrize("xdt,wdt", DT_PAIRS + [(np.float64, np.float32)])
 def test_affine_keeps_float32_inputs_and_promotes_like_numpy(xdt, wdt, rng):

@@ -289,3 +289,42 @@ def test_one_hot_indices_equals_numpy(dtype, rng):
         assert not _core.one_hot_indices(bad, out)
         assert REF.one_hot_indices(bad) is None
     assert np.array_equal(REF.one_hot_indices(t), t.argmax(axis=1))
+
+
+# -- the dense passes' bias gradient (minidl.engine.dense) ---------------------------
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(100, 50), (100, 10), (1, 1), (7, 3), (1, 20), (257, 33),
+                                   (4, 0)])
+def test_column_sums_are_numpys_bit_for_bit(dtype, shape, rng):
+    buf = (rng.standard_normal((shape[0] + 5, shape[1])) * 1e3).astype(dtype)
+    buf[rng.random(buf.shape) < 0.3] = 0  # ReLU's zeros
+    d = buf[:shape[0]]  # the leading rows of a batch buffer, as the passes hand it over
+    out = np.full(shape[1], np.nan, dtype=dtype)
+    _core.column_sums(d, out)
+    assert np.array_equal(out, np.sum(d, axis=0))
+
+
+def test_column_sums_carry_nan_and_signed_zeros_as_numpy_does():
+    d = np.array([[-0.0, 1.0, np.inf], [-0.0, np.nan, -np.inf], [-0.0, 2.0, 1.0]])
+    out = np.empty(3)
+    _core.column_sums(d, out)
+    np.testing.assert_array_equal(out, np.sum(d, axis=0))
+    assert np.signbit(out[0]) == np.signbit(np.sum(d, axis=0)[0])
+
+
+@pytest.mark.parametrize("case", ["short out", "long out", "no rows", "dtypes", "strided"])
+def test_column_sums_refuse_what_they_would_misread(case):
+    d, out = np.ones((5, 4)), np.empty(4)
+    if case == "short out":
+        out = np.empty(3)
+    elif case == "long out":
+        out = np.empty(5)
+    elif case == "no rows":
+        d = np.ones((0, 4))
+    elif case == "dtypes":
+        out = np.empty(4, np.float32)
+    elif case == "strided":
+        d = np.ones((5, 8))[:, ::2]
+    with pytest.raises((ValueError, TypeError)):
+        _core.column_sums(d, out)

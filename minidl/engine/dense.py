@@ -92,7 +92,7 @@ class DenseStep:
         for i in range(len(W) - 1, -1, -1):
             h = self.out[i - 1][:m] if i else x
             np.matmul(h.T, d, out=gW[i])
-            np.sum(d, axis=0, out=gb[i])
+            _core.column_sums(d, gb[i])  # np.sum(d, axis=0), bit for bit
             if i:
                 below = self.delta[i - 1][:m]
                 np.matmul(d, W[i].T, out=below)
