@@ -2,16 +2,19 @@
 three layers compute.
 
 ``SimpleConvNet`` and ``DeepConvNet`` stack ``Convolution``, ``Relu`` and a 2 x 2
-``Pooling`` (stride 2). Layer by layer, the block's backward pass streams the
-convolution's whole output through memory several times (``minidl._convblock``);
-``backward`` makes it one pass on the compiled backend, and calls the three
-layers' ``backward`` in the book's order otherwise. It is taken only when the
-three are minidl's own classes, none with its own ``backward``, and their state
-is the one their last forward left (``Pooling``'s record of the maxima not yet
-replaced by an ``arg_max`` someone read or set, the ``Relu``'s output the
-pooling's input); the layers then end as the three calls leave them (only the
-convolution keeps anything from backward: ``dW`` and ``db``), with the same
-numbers.
+``Pooling`` (stride 2). Layer by layer, the block streams the convolution's whole
+output through memory several times (``minidl._convblock``); ``forward`` and
+``backward`` make each one pass on the compiled backend, and call the three
+layers' methods in the book's order otherwise. A pass is taken only when the
+three are minidl's own classes with their own methods (none replaced on the
+class or on the instance), and for ``backward`` when their state is the one
+their last forward left (``Pooling``'s record of the maxima not yet replaced by
+an ``arg_max`` someone read or set, the ``Relu``'s output the pooling's input).
+The layers then hold what the three calls leave, with the same numbers: forward,
+``Convolution.x``, ``Relu.out`` (and so its ``mask``), ``Pooling.x`` (the ReLU's
+output, as in the book) and its record (``arg_max`` made from it when read); the
+convolution's own output, which the book keeps nowhere, is not made. Backward,
+only the convolution keeps anything: ``dW`` and ``db``.
 """
 
 from __future__ import annotations
@@ -19,17 +22,55 @@ from __future__ import annotations
 import numpy as np
 
 from .backend import ops
-from .layers import Convolution, Pooling, Relu
+from .layers import Convolution, Dropout, Pooling, Relu
 
-__all__ = ["backward", "is_block"]
+__all__ = ["backward", "forward", "forward_layers", "is_block"]
 
 _KINDS = (Convolution, Relu, Pooling)
+# the methods the passes stand in for, as minidl defines them
+_METHODS = {kind: (kind.forward, kind.backward) for kind in _KINDS}
 
 
 def is_block(layers) -> bool:
     """Whether ``layers`` (three) are a convolution, a ReLU and a pooling."""
     return len(layers) == 3 and all(isinstance(layer, kind)
                                     for layer, kind in zip(layers, _KINDS))
+
+
+def forward_layers(layers, x, train_flg=None):
+    """``x`` through ``layers`` in order, each conv - relu - pool block by ``forward``;
+    ``train_flg`` (not None) is given to the ``Dropout`` layers, as DeepConvNet does."""
+    i = 0
+    while i < len(layers):
+        if is_block(layers[i:i + 3]):
+            x = forward(*layers[i:i + 3], x)
+            i += 3
+            continue
+        layer = layers[i]
+        if train_flg is not None and isinstance(layer, Dropout):
+            x = layer.forward(x, train_flg)
+        else:
+            x = layer.forward(x)
+        i += 1
+    return x
+
+
+def forward(conv, relu, pool, x):
+    """``pool.forward(relu.forward(conv.forward(x)))``, in one pass when that is the same."""
+    run = getattr(ops(), "conv_relu_pool_forward", None)
+    if (run is None or not all(map(_own, (conv, relu, pool), _KINDS))
+            or not all(type(v) is int and v == want for v, want in
+                       zip((pool.pool_h, pool.pool_w, pool.stride, pool.pad), (2, 2, 2, 0)))):
+        return pool.forward(relu.forward(conv.forward(x)))
+    args = conv._forward_args(x)  # the convolution's checks, and its state for backward
+    out_h, out_w = args[-2:]
+    if out_h % 2 or out_w % 2:  # the last row or column is in no window
+        return pool.forward(relu.forward(ops().conv_forward(*args, conv._state)))
+    out, pooled, where = run(*args, conv._state)
+    relu.out = out
+    pool.x, pool._where, pool._arg_max = out, where, None
+    pool._geometry = (2, 2, 2, 0, out_h // 2, out_w // 2)
+    return pooled
 
 
 def backward(conv, relu, pool, dout, need_dx=True):
@@ -45,15 +86,16 @@ def backward(conv, relu, pool, dout, need_dx=True):
 
 
 def _own(layer, kind) -> bool:
-    return type(layer) is kind and "backward" not in vars(layer)
+    """``layer`` is a ``kind`` as minidl defines it, methods and all."""
+    return (type(layer) is kind and (kind.forward, kind.backward) == _METHODS[kind]
+            and "forward" not in vars(layer) and "backward" not in vars(layer))
 
 
 def _fused_backward(conv, relu, pool, dout, need_dx):
     """(dx, dW, db) from the compiled block, or None where the three calls must run
     (they also give every error: a dout of the wrong shape, a backward before forward)."""
     run = getattr(ops(), "conv_relu_pool_backward", None)
-    if run is None or not (_own(conv, Convolution) and _own(relu, Relu)
-                           and _own(pool, Pooling)):
+    if run is None or not all(map(_own, (conv, relu, pool), _KINDS)):
         return None
     where, out = pool._where, relu.out
     if (where is None or where.ndim != 4 or out is None or pool.x is not out

@@ -122,12 +122,24 @@ class ConvCythonOps(ConvNumpyOps):
         return _on_chosen_blas_threads(state, "forward threads", self._conv_forward_groups,
                                        x, W, b, stride, pad, out_h, out_w, state)
 
-    def _conv_forward_groups(self, x, W, b, stride, pad, out_h, out_w, state):
+    def conv_relu_pool_forward(self, x, W, b, stride, pad, out_h, out_w, state):
+        """``pool_forward(relu_forward(conv_forward(x, ...)), 2, 2, 2, 0, ...)`` in one pass
+        over the images (``_convblock.product_relu_pool``), the same numbers, for an even
+        out_h and out_w: (the ReLU's output (N, FN, out_h, out_w), the pooled images (N,
+        FN, out_h // 2, out_w // 2), the pooling's record of its maxima)."""
+        return _on_chosen_blas_threads(state, "forward threads", self._conv_forward_groups,
+                                       x, W, b, stride, pad, out_h, out_w, state, True)
+
+    def _conv_forward_groups(self, x, W, b, stride, pad, out_h, out_w, state, block=False):
         x = _c(x)
         FN, C, FH, FW = W.shape
         N, K, P = x.shape[0], C * FH * FW, out_h * out_w
         W_col, b = _c(W.reshape(FN, K)), _c(b)
         out = np.empty((N, FN, P), dtype=x.dtype)
+        if block:
+            images = out.reshape(N, FN, out_h, out_w)
+            pooled = np.empty((N, FN, out_h // 2, out_w // 2), dtype=x.dtype)
+            where = np.empty(pooled.shape, dtype=np.uint8)
         step = _chunk(N, (FN + K) * P * x.itemsize)
         for n0 in range(0, N, step):
             n1 = min(n0 + step, N)
@@ -135,8 +147,14 @@ class ConvCythonOps(ConvNumpyOps):
             _conv.unfold(x[n0:n1], FH, FW, stride, pad, col, out_h, out_w, NUM_THREADS)
             prod = _buffer(state, "prod", (FN, (n1 - n0) * P), x.dtype)
             np.matmul(W_col, col, out=prod)
-            _conv.images_from_product(prod, b, out[n0:n1], NUM_THREADS)
+            if block:
+                _convblock.product_relu_pool(prod, b, images[n0:n1], pooled[n0:n1],
+                                             where[n0:n1], NUM_THREADS)
+            else:
+                _conv.images_from_product(prod, b, out[n0:n1], NUM_THREADS)
         state["x"] = x
+        if block:
+            return images, pooled, where
         return out.reshape(N, FN, out_h, out_w)
 
     def conv_backward(self, dout, W, stride, pad, out_h, out_w, need_dx, state):

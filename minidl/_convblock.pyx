@@ -4,20 +4,26 @@ pooling (stride 2, no padding), as ``SimpleConvNet`` and ``DeepConvNet`` stack t
 
 Design
 ------
-Layer by layer, the backward pass of the block streams the convolution's whole
-output through memory four times (for ``SimpleConvNet``'s batch of 100, 14 MB in
-float64, past the caches): the pooling writes its gradient (zeros but for each
-window's maximum), the ReLU reads it with its output and writes its own, and the
-convolution copies that into its product's layout (``_conv.product_from_images``),
-summing ``db`` on the way. ``unpool_relu_product`` does the three at once for a
-group of images: each window's gradient goes to the cell ``where`` names (the
-pooling's one-byte record, ``_conv.maxpool2x2_forward``), is zeroed where the
-ReLU's output is <= 0, and is written straight into the product's layout
-(FN, n*H*W), which ``minidl._conv_cython`` then multiplies for ``dW`` and the
-input's gradient as before.
+Layer by layer, the block streams the convolution's whole output through memory
+several times (for ``SimpleConvNet``'s batch of 100, 14 MB in float64, past the
+caches). Forward, the convolution writes its images (``_conv.images_from_product``),
+the ReLU reads them and writes its output, the pooling reads that;
+``product_relu_pool`` takes a group's product rows (in cache) to the ReLU's output,
+its 2 x 2 maxima and their cells (``where``, the pooling's one-byte record,
+``_conv.maxpool2x2_forward``) two rows at a time, so that the output is written
+once and the pooling reads it from L1. Backward, the pooling writes its gradient
+(zeros but for each window's maximum), the ReLU reads it with its output and
+writes its own, and the convolution copies that into its product's layout
+(``_conv.product_from_images``), summing ``db`` on the way.
+``unpool_relu_product`` does the three at once for a group of images: each
+window's gradient goes to the cell ``where`` names, is zeroed where the ReLU's
+output is <= 0, and is written straight into the product's layout (FN, n*H*W),
+which ``minidl._conv_cython`` then multiplies for ``dW`` and the input's gradient
+as before.
 
 Exactness: the numbers are those of the three layers' kernels, bit for bit
-(tests hold it). The cells are the ones ``_conv.maxpool2x2_backward`` writes,
+(tests hold it). Forward, the same sum (product + bias), the same ReLU test and
+the same pooling rows (``_pool.h``). Backward, the cells are the ones ``_conv.maxpool2x2_backward`` writes,
 masked as ``_core.relu_backward`` masks (``0 if out <= 0 else d``), and ``db``
 adds the same values in the same order as ``product_from_images`` (row by row of
 each image, in double): it skips only the cells that hold +0, and adding +0 to
@@ -38,26 +44,15 @@ ctypedef fused floating:
     double
 
 
+cdef extern from "_pool.h":  # branch-free selects and the 2 x 2 pooling's rows (_conv's)
+    int mdl_pool2x2_row_f64(const double* r0, const double* r1, Py_ssize_t OW, double* out,
+                            uint8_t* where) noexcept nogil
+    int mdl_pool2x2_row_f32(const float* r0, const float* r1, Py_ssize_t OW, float* out,
+                            uint8_t* where) noexcept nogil
+
+
 cdef extern from *:
     """
-    #include <stdint.h>
-    #include <string.h>
-    /* c ? a : b on the bits (see minidl/_conv.pyx): data-dependent choices as branches
-     * are mispredicted on about every other window */
-    static inline double mdl_cb_select_f64(int c, double a, double b) {
-        uint64_t ua, ub, m = -(uint64_t)(c != 0);
-        memcpy(&ua, &a, sizeof ua); memcpy(&ub, &b, sizeof ub);
-        ua = (ua & m) | (ub & ~m);
-        memcpy(&a, &ua, sizeof a);
-        return a;
-    }
-    static inline float mdl_cb_select_f32(int c, float a, float b) {
-        uint32_t ua, ub, m = -(uint32_t)(c != 0);
-        memcpy(&ua, &a, sizeof ua); memcpy(&ub, &b, sizeof ub);
-        ua = (ua & m) | (ub & ~m);
-        memcpy(&a, &ua, sizeof a);
-        return a;
-    }
     /* One row of 2 x 2 windows: the gradient's two rows `r` (2*OW apart) in the
      * product's layout from the windows' gradients `dout`, the maxima's cells `where`
      * (0..3) and the ReLU's output on the same two rows `o`: zeros, then each window's
@@ -98,14 +93,76 @@ cdef extern from *:
         *total = s;                                                                     \
         return bad;                                                                     \
     }
-    MDL_UNPOOL_RELU_ROW(mdl_unpool_relu_row_f64, double, mdl_cb_select_f64)
-    MDL_UNPOOL_RELU_ROW(mdl_unpool_relu_row_f32, float, mdl_cb_select_f32)
+    MDL_UNPOOL_RELU_ROW(mdl_unpool_relu_row_f64, double, mdl_select_f64)
+    MDL_UNPOOL_RELU_ROW(mdl_unpool_relu_row_f32, float, mdl_select_f32)
     """
     int mdl_unpool_relu_row_f64(const double* dout, const uint8_t* where, const double* o,
                                 Py_ssize_t OW, double* r, double* total) noexcept nogil
     int mdl_unpool_relu_row_f32(const float* dout, const uint8_t* where, const float* o,
                                 Py_ssize_t OW, float* r, double* total) noexcept nogil
 
+
+# -- forward: the product's rows -> the ReLU's output images, pooled ----------------------
+
+cdef void _relu_pool_plane(
+    const floating* prod,       # IN (H*W) one image's plane of one filter, product's row
+    floating bias,
+    Py_ssize_t OH, Py_ssize_t OW,
+    floating* out,              # OUT (H, W): ReLU(prod + bias), the ReLU layer's output
+    floating* pooled,           # OUT (OH, OW): each 2 x 2 window's maximum
+    uint8_t* where,             # OUT (OH, OW): its cell, 0..3
+) noexcept nogil:
+    cdef Py_ssize_t oy, c, ox, k, W = 2 * OW
+    cdef floating v
+    cdef const floating* src
+    cdef floating* dst
+    cdef int nan
+    for oy in range(OH):  # two rows: ReLU'd, then pooled while they are in L1
+        src = prod + 2 * oy * W
+        dst = out + 2 * oy * W
+        for c in range(2 * W):
+            v = src[c] + bias  # images_from_product's sum, then _core.relu_forward's test
+            dst[c] = 0 if v <= 0 else v
+        if floating is float:
+            nan = mdl_pool2x2_row_f32(dst, dst + W, OW, pooled + oy * OW, where + oy * OW)
+        else:
+            nan = mdl_pool2x2_row_f64(dst, dst + W, OW, pooled + oy * OW, where + oy * OW)
+        if nan:  # rare: a window with a NaN gives its first NaN (np.max, np.argmax)
+            for ox in range(OW):
+                for k in range(4):
+                    v = dst[(k >> 1) * W + 2 * ox + (k & 1)]
+                    if v != v:
+                        pooled[oy * OW + ox] = v
+                        where[oy * OW + ox] = <uint8_t>k
+                        break
+
+
+def product_relu_pool(
+    const floating[:, ::1] prod,        # IN (FN, N*H*W): the product W @ col
+    const floating[::1] b,              # IN (FN,)
+    floating[:, :, :, ::1] out,         # OUT (N, FN, H, W): the ReLU's output, H, W even
+    floating[:, :, :, ::1] pooled,      # OUT (N, FN, H // 2, W // 2)
+    uint8_t[:, :, :, ::1] where,        # OUT (N, FN, H // 2, W // 2)
+    int n_threads=1,
+):
+    """``maxpool2x2_forward(relu_forward(images_from_product(prod, b)))`` in one pass:
+    the ReLU's output (the images, bias added, negatives zeroed), its 2 x 2 maxima and
+    their cells, the same numbers as the three kernels."""
+    cdef Py_ssize_t N = out.shape[0], FN = out.shape[1], H = out.shape[2], W = out.shape[3]
+    cdef Py_ssize_t OH = H // 2, OW = W // 2, P_out = H * W, n, f
+    if (H % 2 or W % 2 or prod.shape[0] != FN or prod.shape[1] != N * P_out
+            or b.shape[0] != FN or tuple(pooled.shape)[:4] != (N, FN, OH, OW)
+            or tuple(where.shape)[:4] != (N, FN, OH, OW)):
+        raise ValueError(f"product_relu_pool: prod {tuple(prod.shape)[:2]}, b {b.shape[0]}, "
+                         f"pooled {tuple(pooled.shape)[:4]}, where {tuple(where.shape)[:4]} "
+                         f"do not match out {(N, FN, H, W)} (of even sizes)")
+    for n in prange(N, nogil=True, schedule="static", num_threads=max(n_threads, 1)):
+        for f in range(FN):
+            _relu_pool_plane(&prod[f, 0] + n * P_out, b[f], OH, OW, &out[n, f, 0, 0],
+                             &pooled[n, f, 0, 0], &where[n, f, 0, 0])
+
+
+# -- backward: the pooling's gradient -> the product's layout ----------------------------
 
 cdef int _unpool_relu_plane(
     const floating* dout,       # IN (OH, OW) one image's windows of one filter

@@ -32,7 +32,7 @@ import numpy as np
 from ._accuracy import accuracy_inputs
 from ._atomic import atomic_write
 from ._block import backward as block_backward
-from ._block import is_block
+from ._block import forward_layers, is_block
 from ._model_file import FORMAT_VERSION
 from ._params_file import read_params, write_params
 from ._serial import network_state, serialized
@@ -312,9 +312,8 @@ class SimpleConvNet(_ConvNet):
 
     @serialized
     def predict(self, x):
-        for layer in self.layers.values():
-            x = layer.forward(x)
-        return x
+        # layer by layer; the conv - relu - pool block in one call (minidl._block)
+        return forward_layers(list(self.layers.values()), x)
 
     def _predict_eval(self, x):
         return self.predict(x)
@@ -397,12 +396,9 @@ class DeepConvNet(_ConvNet):
 
     @serialized
     def predict(self, x, train_flg=False):
-        for layer in self.layers:
-            if isinstance(layer, Dropout):
-                x = layer.forward(x, train_flg)
-            else:
-                x = layer.forward(x)
-        return x
+        # layer by layer, the dropout layers told train_flg; each conv - relu - pool
+        # block in one call (minidl._block)
+        return forward_layers(self.layers, x, train_flg)
 
     @serialized
     def loss(self, x, t):

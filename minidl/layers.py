@@ -259,6 +259,11 @@ class Convolution:
         self.db = None
 
     def forward(self, x):
+        return ops().conv_forward(*self._forward_args(x), self._state)
+
+    def _forward_args(self, x):
+        """Checks ``x`` against ``W`` and ``b`` and keeps what ``backward`` needs; gives the
+        backend's arguments (x, W, b in the computing dtype, stride, pad, out_h, out_w)."""
         W, b = self.W, self.b
         x = as_array("Convolution.forward", x)
         dtype = float_dtype("Convolution.forward (x, W, b)", x, W, b)
@@ -276,9 +281,8 @@ class Convolution:
         self.x = x
         self._geometry = (stride, pad, out_h, out_w)
         self._dtype = dtype
-        return ops().conv_forward(
-            x.astype(dtype, copy=False), W.astype(dtype, copy=False),
-            b.astype(dtype, copy=False), stride, pad, out_h, out_w, self._state)
+        return (x.astype(dtype, copy=False), W.astype(dtype, copy=False),
+                b.astype(dtype, copy=False), stride, pad, out_h, out_w)
 
     def backward(self, dout, need_dx=True):
         """Gradients for ``dout`` (N, FN, out_h, out_w); ``need_dx=False`` skips ``dx``."""

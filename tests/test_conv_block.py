@@ -93,6 +93,9 @@ def unfused(monkeypatch):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_the_networks_gradients_are_the_layer_by_layer_ones(monkeypatch, backend, dtype, rng):
+    from minidl.engine.threads import ThreadChoice
+
+    monkeypatch.setattr(ThreadChoice, "pick", lambda self: 1)  # see the forward's test
     calls = []
     kernel = _block._fused_backward
     monkeypatch.setattr(_block, "_fused_backward", lambda *a: calls.append(1) or kernel(*a))
@@ -187,3 +190,141 @@ def test_what_the_block_cannot_stand_in_for_runs_the_three_layers(monkeypatch, b
         assert "own" in seen
     if change == "read arg_max":
         np.testing.assert_array_equal(arg_max, theirs.layers["Pool1"].arg_max)
+
+
+# -- forward ---------------------------------------------------------------------------
+
+def layer_by_layer_forward(prod, b, shape):
+    """maxpool2x2_forward(relu_forward(images_from_product(prod, b)))."""
+    N, FN, H, W = shape
+    images = np.empty((N, FN, H * W), dtype=prod.dtype)
+    _conv.images_from_product(prod, b, images)
+    out = np.where(images <= 0, 0, images).astype(prod.dtype).reshape(shape)
+    pooled = np.empty((N, FN, H // 2, W // 2), dtype=prod.dtype)
+    where = np.empty(pooled.shape, dtype=np.uint8)
+    _conv.maxpool2x2_forward(out, pooled, where)
+    return out, pooled, where
+
+
+@needs_kernels
+@pytest.mark.parametrize("n_threads", [1, 2, 3])
+@pytest.mark.parametrize("shape", [(3, 4, 6, 8), (1, 1, 2, 2), (2, 3, 4, 140)])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_product_relu_pool_is_the_three_kernels_bit_for_bit(shape, dtype, n_threads, rng):
+    from minidl import _convblock
+
+    N, FN, H, W = shape
+    prod = rng.standard_normal((FN, N * H * W)).astype(dtype)
+    prod[:, ::5] = -0.0
+    prod[:, 1::9] = np.nan  # NaN passes the ReLU and is the window's maximum, as in NumPy
+    b = rng.standard_normal(FN).astype(dtype)
+    out = np.full(shape, 7, dtype=dtype)
+    pooled = np.full((N, FN, H // 2, W // 2), 7, dtype=dtype)
+    where = np.full(pooled.shape, 9, dtype=np.uint8)
+    _convblock.product_relu_pool(prod, b, out, pooled, where, n_threads)
+    for ours, theirs in zip((out, pooled, where), layer_by_layer_forward(prod, b, shape)):
+        np.testing.assert_array_equal(ours, theirs)
+        assert np.all(np.signbit(ours) == np.signbit(theirs))
+    assert np.isnan(pooled).any()
+
+
+@needs_kernels
+def test_product_relu_pool_refuses_what_does_not_fit(rng):
+    from minidl import _convblock
+
+    prod, b = rng.standard_normal((2, 3 * 16)), np.zeros(2)
+    out, pooled, where = (np.empty((3, 2, 4, 4)), np.empty((3, 2, 2, 2)),
+                          np.empty((3, 2, 2, 2), dtype=np.uint8))
+    _convblock.product_relu_pool(prod, b, out, pooled, where)
+    for args in ((prod, b, np.empty((3, 2, 4, 4)), np.empty((3, 2, 2, 3)), where),
+                 (prod, b[:1], out, pooled, where),
+                 (prod[:, :40].copy(), b, out, pooled, where),
+                 (rng.standard_normal((2, 3 * 15)), b, np.empty((3, 2, 3, 5)),
+                  np.empty((3, 2, 1, 2)), np.empty((3, 2, 1, 2), dtype=np.uint8))):
+        with pytest.raises(ValueError, match="do not match"):
+            _convblock.product_relu_pool(*args)
+
+
+def layer_states(net):
+    """What the book's layers hold after a forward pass, for the block's three."""
+    layers = net.layers if isinstance(net.layers, list) else list(net.layers.values())
+    states = []
+    for layer in layers:
+        if isinstance(layer, Pooling):
+            states += [layer.x, layer.arg_max]
+        elif isinstance(layer, minidl.layers.Relu):
+            states += [layer.out, layer.mask]
+    return states
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("cls", [SimpleConvNet, DeepConvNet])
+def test_the_block_forward_leaves_the_layers_as_the_three_calls(monkeypatch, backend, cls,
+                                                               dtype, rng):
+    from minidl.engine.threads import ThreadChoice
+
+    # one BLAS thread throughout: DeepConvNet's products on two threads differ from one
+    # thread's in the last bits, fused or not, and the layers choose by measuring
+    monkeypatch.setattr(ThreadChoice, "pick", lambda self: 1)
+    kwargs, shape = (SMALL, (2, 10, 12)) if cls is SimpleConvNet else ({}, (1, 28, 28))
+    np.random.seed(4)
+    net = cls(dtype=dtype, **kwargs)
+    x = rng.random((3, *shape)).astype(dtype)
+    x[x < 0.5] = 0
+    t = rng.integers(0, 10, 3)
+    results = []
+    for fused in (True, False):
+        with monkeypatch.context() as m:
+            if not fused:
+                m.setattr(_block, "_own", lambda *a: False)
+            np.random.seed(9)
+            y = net.predict(x).copy()
+            conv_x = net.layers["Conv1"].x if cls is SimpleConvNet else net.layers[0].x
+            states = [s.copy() for s in layer_states(net)]
+            np.random.seed(9)
+            grads = net.gradient(x, t)
+            results.append((y, states, grads))
+        assert conv_x is x
+    (y, states, grads), (y0, states0, grads0) = results
+    np.testing.assert_array_equal(y, y0)
+    assert len(states) == len(states0) == (6 if cls is SimpleConvNet else 20)
+    for a, b in zip(states, states0):
+        np.testing.assert_array_equal(a, b)
+        assert a.dtype == b.dtype
+    for key in grads0:
+        np.testing.assert_array_equal(grads[key], grads0[key], err_msg=key)
+    if cls is SimpleConvNet:
+        relu, pool = net.layers["Relu1"], net.layers["Pool1"]
+        assert pool.x is relu.out  # as in the book: the pooling keeps the ReLU's output
+
+
+@needs_kernels
+def test_the_block_forward_runs_as_one_pass_unless_a_method_is_replaced(monkeypatch, rng):
+    ops = minidl.backend.ops()
+    runs = []
+    real = type(ops).conv_relu_pool_forward
+    monkeypatch.setattr(type(ops), "conv_relu_pool_forward",
+                        lambda self, *a: runs.append(1) or real(self, *a))
+    np.random.seed(3)
+    net = SimpleConvNet(**SQUARE)
+    x = rng.random((4, 2, 10, 10))
+    np.random.seed(3)
+    theirs = book.SimpleConvNet(**SQUARE)
+    y = net.predict(x)
+    assert runs == [1]
+    np.testing.assert_allclose(y, theirs.predict(x), rtol=1e-10, atol=1e-14)
+    seen = []
+    forward = Pooling.forward
+    monkeypatch.setattr(Pooling, "forward", lambda self, x: seen.append(1) or forward(self, x))
+    np.testing.assert_allclose(net.predict(x), theirs.predict(x), rtol=1e-10, atol=1e-14)
+    assert runs == [1] and seen == [1]  # the class's own method ran, not the block
+    monkeypatch.setattr(Pooling, "forward", forward)
+    net.layers["Pool1"].stride = 1  # a student's change: the three layers, as the book
+    np.random.seed(3)
+    theirs = book.SimpleConvNet(**SQUARE)
+    theirs.layers["Pool1"].stride = 1
+    with pytest.raises(ValueError):
+        theirs.predict(x)  # the book's code fails where the sizes no longer fit ...
+    with pytest.raises(ValueError):
+        net.predict(x)  # ... and so does minidl's, with its own message
+    assert runs == [1]
