@@ -107,16 +107,16 @@ class GradientCheckReport:
     def _verdict(self, row) -> str:
         """A row's verdict with its reason, for the same line as its differences."""
         if row.n_bad:
-            return f"NOT ok: {row.n_bad} entries off"
+            return f"NOT ok: {_entries(row.n_bad)} off"
         if row.n_kink:
-            return f"ok (ReLU kinks excluded: {row.n_kink} entries)"
+            return f"ok (ReLU kinks excluded: {_entries(row.n_kink)})"
         return "ok"
 
     def _summary(self) -> str:
         if not self.ok:
-            return f"NOT ok: {sum(r.n_bad for r in self.rows)} entries off"
+            return f"NOT ok: {_entries(sum(r.n_bad for r in self.rows))} off"
         kinks = self.n_kink
-        return f"ok (ReLU kinks excluded: {kinks} entries)" if kinks else "ok"
+        return f"ok (ReLU kinks excluded: {_entries(kinks)})" if kinks else "ok"
 
     def __str__(self) -> str:
         n_params = sum(row.size for row in self.rows)
@@ -254,3 +254,8 @@ def _book_numerical_gradient(network, x, t):
         return network.numerical_gradient(x, t, method="generic")
     except TypeError:  # a network of the student's own: the book's signature
         return network.numerical_gradient(x, t)
+
+
+def _entries(n: int) -> str:
+    """'1 entry', '2 entries'."""
+    return f"{n} entry" if n == 1 else f"{n} entries"

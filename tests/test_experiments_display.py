@@ -169,7 +169,8 @@ def test_gradient_check_report_puts_the_reason_on_the_line():
     lines = {line.split()[0]: line for line in str(report).splitlines()
              if line.startswith("  ") and line.split()[0] in net.params}
     for row in report.rows:
-        expected = f"ok (ReLU kinks excluded: {row.n_kink} entries)" if row.n_kink else "ok"
+        entries = "1 entry" if row.n_kink == 1 else f"{row.n_kink} entries"
+        expected = f"ok (ReLU kinks excluded: {entries})" if row.n_kink else "ok"
         assert lines[row.key].endswith(expected), lines[row.key]
         assert f"{row.max_rel_diff:10.2e}" in lines[row.key]  # on the same line as max rel
         # the book's per-parameter line, as ch05/gradient_check.py prints it
