@@ -574,3 +574,37 @@ def test_batches_near_the_crossover_keep_the_last_batchs_pass(rng, monkeypatch):
         for key in ref:
             np.testing.assert_allclose(got[key], ref[key], rtol=1e-11, atol=1e-13)
     assert went == ["sparse"] * 6 + ["dense"] * 3 + ["sparse"] * 2
+
+
+def test_a_loss_after_gradients_runs_on_the_gradients_thread_choice(rng, monkeypatch):
+    # switching the kernels' thread team between a gradient and the loss right after
+    # it costs more than a count of the loss's own saves: once the gradient's choice
+    # has measured both counts, the loss runs on the count it picks, untimed
+    from minidl import backend
+
+    monkeypatch.setattr(backend, "STEP_THREADS", 2)
+    monkeypatch.setattr(backend, "THREADS_FIXED", False)
+    x, t = sparse_batch(rng, n=100)
+    net = MultiLayerNet(64, [30, 20], 6, weight_init_std=0.3)
+    passes = passes_for(net)
+    ran = []
+    real = passes._sparse_loss
+
+    def spy(threads, step, b):
+        ran.append(threads)
+        return real(threads, step, b)
+
+    monkeypatch.setattr(passes, "_sparse_loss", spy)
+    ref = net.loss(x, t)  # no gradient yet: the loss's own choice, timed
+    assert len(passes._choice("loss", False).times[2]) == 1
+    for _ in range(5):
+        net.gradient(x, t)
+    gradient_choice = passes._choice("gradient", False)
+    assert gradient_choice.calls > 4
+    for favoured in (1, 2):  # whichever count the gradient's times favour
+        gradient_choice.times[favoured].extend([1e-9] * 12)
+        gradient_choice.times[3 - favoured].extend([1.0] * 12)
+        ran.clear()
+        assert net.loss(x, t) == ref  # the same numbers on any count
+        assert ran == [favoured]
+    assert len(passes._choice("loss", False).times[2]) == 1  # not timed since

@@ -31,7 +31,7 @@ from ..backend.cython_ops import zero_skipping_pays
 from ..functions import weight_decay_loss
 from . import rule
 from .dense import EVAL_CHUNK, DenseStep
-from .threads import ThreadChoice
+from .threads import TRIES, ThreadChoice
 
 # Largest batch (entries of x) the compiled gradient and loss take: their
 # buffers hold a nonzero list as long as the whole batch (12 bytes an entry).
@@ -116,6 +116,23 @@ class NetworkPasses:
             choice = self._threads[key] = ThreadChoice()
         return choice
 
+    def _loss_threads(self, dense: bool, run, *args):
+        """``run(threads, *args)`` for a loss: on the thread count the network's
+        gradient chose, once that choice has measured both options; before that
+        (a network whose loss alone is called) by a choice of the loss's own.
+
+        A loss right after a gradient (the book's loops: gradient, update, loss)
+        on a count of its own switches the kernels' thread team at every call,
+        and each switch costs more than the count saves: ch06's
+        optimizer_compare loop took 1.565 s with the loss choosing for itself,
+        1.377 s with it following the gradient (150 iterations, 5 rounds
+        interleaved, medians; the same losses).
+        """
+        choice = self._choice("gradient", dense)
+        if choice.fixed or choice.calls > 2 * TRIES:
+            return run(choice.best(), *args)
+        return self._choice("loss", dense).timed(run, *args)
+
     def _sparse_gradient(self, threads, step, b, gW, gb):
         step.threads = threads
         return step.gradient(b.x, b.labels, gW, gb)
@@ -193,12 +210,12 @@ class NetworkPasses:
             return None
         if dense:
             step = self._dense_for(len(b.x))
-            loss = self._choice("loss", True).timed(step.loss_on, b.x, b.labels)
+            loss = self._loss_threads(True, step.loss_on, b.x, b.labels)
             self._leave_dense(step, b, t, loss)
         else:
             step = self._step_for(b.x.dtype, len(b.x))
             n = len(b.x)
-            loss = self._choice("loss", False).timed(self._sparse_loss, step, b)
+            loss = self._loss_threads(False, self._sparse_loss, step, b)
             self._leave_layers(b, t, loss, [a[:n].copy() for a in step.activations[:-1]],
                                step.probabilities[:n].copy())
         return with_weight_decay(self.stack, self.stack.last.loss)
