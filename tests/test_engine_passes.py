@@ -608,3 +608,32 @@ def test_a_loss_after_gradients_runs_on_the_gradients_thread_choice(rng, monkeyp
         assert net.loss(x, t) == ref  # the same numbers on any count
         assert ran == [favoured]
     assert len(passes._choice("loss", False).times[2]) == 1  # not timed since
+
+
+def test_the_zero_skipping_loss_does_not_scan_the_weights_twice(rng, monkeypatch):
+    # MultiLayerNet's loss adds 0 * sum(W ** 2) at lambda 0: 0 while the squares sum to
+    # a finite number, which the zero-skipping pass has just checked (params_finite);
+    # the dense pass checks it here, and a weight that overflows gives the book's NaN
+    x, t = sparse_batch(rng, n=40)
+    net = MultiLayerNet(64, [30, 20], 6, weight_init_std=0.3)
+    with without_passes(monkeypatch):
+        ref = net.loss(x, t)
+    scans = []
+    real = passes_module._core.finite_norm
+
+    def counting(a):
+        scans.append(a.size)
+        return real(a)
+
+    monkeypatch.setattr(passes_module._core, "finite_norm", counting)
+    assert net.loss(x, t) == pytest.approx(ref, rel=1e-12)
+    assert scans == []
+    dense = rng.random((40, 64)).astype(np.float32) + 0.5  # no zeros: the BLAS pass
+    with without_passes(monkeypatch):
+        ref_dense = net.loss(dense, t)
+    assert net.loss(dense, t) == pytest.approx(ref_dense, rel=1e-12)
+    assert len(scans) == 3  # one per weight
+    net.params["W2"][0, 0] = 1e200  # finite, but its square overflows: 0 * inf
+    scans.clear()
+    with np.errstate(over="ignore", invalid="ignore"):
+        assert np.isnan(net.loss(x, t))

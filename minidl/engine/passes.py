@@ -218,7 +218,8 @@ class NetworkPasses:
             loss = self._loss_threads(False, self._sparse_loss, step, b)
             self._leave_layers(b, t, loss, [a[:n].copy() for a in step.activations[:-1]],
                                step.probabilities[:n].copy())
-        return with_weight_decay(self.stack, self.stack.last.loss)
+        # the zero-skipping pass is taken only on weights _kernels_take has just checked
+        return with_weight_decay(self.stack, self.stack.last.loss, norms_checked=not dense)
 
     def accuracy(self, x, t) -> float | None:
         """``network.accuracy(x, t)``, counted in compiled chunks, or None when not
@@ -286,11 +287,14 @@ class NetworkPasses:
         return netgrad.numerical_gradient(self.stack, x, t, track_kinks)
 
 
-def with_weight_decay(stack: rule.Stack, loss):
+def with_weight_decay(stack: rule.Stack, loss, norms_checked: bool = False):
     """The loss plus the book's weight-decay term: lambda/2 * sum(W ** 2), or at
     lambda 0 (MultiLayerNet's loss always adds it) 0 * sum(W ** 2), which is 0
-    while the weights' squares sum to a finite number (checked in C), else NaN."""
-    if stack.weight_decay or (stack.decay_term and not all(
+    while the weights' squares sum to a finite number (checked in C), else NaN.
+    ``norms_checked``: the caller has just found every weight's squares to sum to a
+    finite number (``SGDStep.params_finite``, the same check), and nothing has
+    changed the weights since."""
+    if stack.weight_decay or (stack.decay_term and not norms_checked and not all(
             _core.finite_norm(w.reshape(-1)) for w in stack.W)):
         return loss + weight_decay_loss(stack.W, stack.weight_decay)
     return loss
