@@ -8,8 +8,12 @@ shared lab machine and a Colab host are each sometimes one and sometimes the
 other. So each pass (a runner's steps, a network's gradient or loss) keeps the
 wall times of its recent calls on one thread and on the default number, runs
 on the faster, and tries the other now and then (a few calls in a hundred) to
-notice when the machine changes. Results never depend on the choice: every
-kernel gives the same numbers on any number of threads (tests hold them to it).
+notice when the machine changes. minidl's own kernels give the same numbers on
+any number of threads (tests hold them to it); OpenBLAS's products, which the
+dense passes and the convolutions run, may not in the last bits for some shapes
+(100 x 784 x 50 differs by ~1e-13 between one thread and two), so there a run's
+last digits can depend on the machine's load, as the book's own NumPy code's
+depend on NumPy's thread setting.
 
 ``MINIDL_NUM_THREADS`` set in the environment fixes the count: no choice is made.
 """
