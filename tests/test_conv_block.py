@@ -87,6 +87,15 @@ def test_unpool_relu_product_passes_nan_and_refuses_what_does_not_fit(rng):
         _convblock.unpool_relu_product(dout, where[:1], x, prod, db)
 
 
+def counted(monkeypatch, name):
+    """A list that gets a 1 at each call of the backend's ``name`` (which still runs)."""
+    runs = []
+    cls = type(minidl.backend.ops())
+    real = getattr(cls, name)
+    monkeypatch.setattr(cls, name, lambda self, *a: runs.append(1) or real(self, *a))
+    return runs
+
+
 def unfused(monkeypatch):
     monkeypatch.setattr(_block, "_fused_backward", lambda *args: None)
 
@@ -119,11 +128,7 @@ def test_the_networks_gradients_are_the_layer_by_layer_ones(monkeypatch, backend
 
 @needs_kernels
 def test_the_block_runs_as_one_pass_in_the_networks(monkeypatch, rng):
-    ops = minidl.backend.ops()
-    runs = []
-    real = type(ops).conv_relu_pool_backward
-    monkeypatch.setattr(type(ops), "conv_relu_pool_backward",
-                        lambda self, *a: runs.append(1) or real(self, *a))
+    runs = counted(monkeypatch, "conv_relu_pool_backward")
     np.random.seed(3)
     net = SimpleConvNet(**SMALL)
     x, t = rng.random((4, 2, 10, 12)), rng.integers(0, 10, 4)
@@ -300,11 +305,7 @@ def test_the_block_forward_leaves_the_layers_as_the_three_calls(monkeypatch, bac
 
 @needs_kernels
 def test_the_block_forward_runs_as_one_pass_unless_a_method_is_replaced(monkeypatch, rng):
-    ops = minidl.backend.ops()
-    runs = []
-    real = type(ops).conv_relu_pool_forward
-    monkeypatch.setattr(type(ops), "conv_relu_pool_forward",
-                        lambda self, *a: runs.append(1) or real(self, *a))
+    runs = counted(monkeypatch, "conv_relu_pool_forward")
     np.random.seed(3)
     net = SimpleConvNet(**SQUARE)
     x = rng.random((4, 2, 10, 10))
