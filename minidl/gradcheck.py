@@ -45,6 +45,9 @@ def _fast(network, x, t, method, track_kinks):
     result = fused.numerical_gradient(x, t, track_kinks) if fused is not None else None
     if result is None and method == "fast":
         reason = why_not(network)
+        if reason is None and fused is not None and fused.stack.norms:
+            reason = ("the exact kernel takes Affine/activation stacks, not batch "
+                      "normalisation")
         if reason is None:
             reason = ("the NumPy reference backend is selected" if fused is None
                       else "the parameters or x hold NaN or infinity")

@@ -349,11 +349,14 @@ class MultiLayerNetExtend(_LayerNet):
     ``numerical_gradient`` is the book's loop on ``loss(x, t, train_flg=True)``:
     with Dropout every evaluation draws a new mask, as in the book.
 
-    Without Dropout and batch normalisation (``use_dropout`` and
-    ``use_batchnorm`` false) the network is MultiLayerNet's stack: its
-    ``gradient``, ``loss`` and ``accuracy`` then run on minidl's compiled passes
-    when the one rule (``minidl.engine.rule``) takes it, as MultiLayerNet's do;
-    with either, the layer-by-layer code below runs.
+    Without Dropout (``use_dropout`` false) its ``gradient``, ``loss`` and
+    ``accuracy`` run on minidl's compiled passes when the one rule
+    (``minidl.engine.rule``) takes it, as MultiLayerNet's do: without batch
+    normalisation it is MultiLayerNet's stack, with it Affine, BatchNorm,
+    activation, ... on NumPy's BLAS and minidl's BatchNorm kernels
+    (``minidl.engine.normalized``), the layers left holding what the code below
+    leaves. With Dropout (whose masks ``np.random`` draws layer by layer), or
+    whatever the rule refuses, the layer-by-layer code below runs.
     """
 
     loss_has_weight_decay = True
@@ -406,9 +409,9 @@ class MultiLayerNetExtend(_LayerNet):
         return x
 
     def _fused(self):
-        """The compiled passes, for a network without Dropout and BatchNorm that the
-        one rule takes (``train_flg`` then changes nothing), else None."""
-        if self.use_batchnorm or self.use_dropout:
+        """The compiled passes, for a network without Dropout that the one rule
+        takes, else None."""
+        if self.use_dropout:
             return None
         return ops().fused(self)
 
@@ -416,7 +419,7 @@ class MultiLayerNetExtend(_LayerNet):
     def loss(self, x, t, train_flg=False):
         """Cross-entropy of ``predict(x, train_flg)`` against ``t``, plus the weight decay."""
         fused = self._fused()  # one compiled forward pass, when it may
-        loss = fused.loss(x, t) if fused is not None else None
+        loss = fused.loss(x, t, train_flg) if fused is not None else None
         if loss is not None:
             return loss
         y = self.predict(x, train_flg)

@@ -10,7 +10,9 @@ Each batch goes where it is fastest, by its own fraction of nonzeros
 sparse batches (MNIST's) to ``_fused.SGDStep.gradient``,
 which lists the batch's nonzeros once and reuses them in both passes, dense ones
 (Fashion-MNIST's, CIFAR-10's) to ``DenseStep`` on NumPy's BLAS. Either way no
-Python layer runs between the products. Afterwards the layers hold what the layer-by-layer pass would have left
+Python layer runs between the products. A network with batch normalisation
+(``stack.norms``) goes to ``NormStep`` (``minidl.engine.normalized``), on NumPy's
+BLAS whatever its input. Afterwards the layers hold what the layer-by-layer pass would have left
 (inputs, outputs, ``dW``/``db``, the loss and softmax output), so
 ``layer.backward`` and the book's attribute reads work as before. Weight decay
 is added as the book's ``loss`` and ``gradient`` add it.
@@ -29,7 +31,7 @@ import numpy as np
 from .. import _core, _fused, _sparse, backend
 from ..backend.cython_ops import zero_skipping_pays
 from ..functions import weight_decay_loss
-from . import rule
+from . import normalized, rule
 from .dense import EVAL_CHUNK, DenseStep
 from .threads import TRIES, ThreadChoice
 
@@ -57,7 +59,7 @@ def passes_for(net) -> NetworkPasses | None:
         plan = None
     if plan is not None and plan.stack.still_holds(net):
         return plan
-    stack = rule.examine(net)
+    stack = rule.examine(net, norms=True)
     if isinstance(stack, str):
         return None
     plan = NetworkPasses(stack)
@@ -74,14 +76,14 @@ class NetworkPasses:
     def __init__(self, stack: rule.Stack):
         self.stack = stack
         self._step = None  # the SGDStep, made for the input dtype and batch size met
-        self._dense = None  # the DenseStep, made for the largest batch met
+        self._dense = None  # the DenseStep (NormStep with norms), for the largest batch met
         self._threads = {}  # a ThreadChoice per (pass, dense?)
         self._last_sparse = None  # whether the last batch went to the zero-skipping pass
         # the stack's dtype, depth and layout are ones the kernels take (the layout
         # is part of what the stack re-checks at each call)
         self._layout_ok = (stack.dtype is not None and stack.n_affine <= _fused.MAX_LAYERS
                            and all(p.flags.c_contiguous and p.flags.writeable
-                                   for p in stack.params))
+                                   for p in stack.params + stack.norm_params))
 
     # -- what the compiled kernels take, beyond the rule --------------------------
     def _kernels_take(self) -> bool:
@@ -93,11 +95,13 @@ class NetworkPasses:
         step = self._step if self._step is not None else self._step_for(self.stack.dtype, 1)
         return step.params_finite()
 
-    def _dense_for(self, n) -> DenseStep:
-        """The dense step, with buffers for at least ``n`` rows (kept: a batch's
-        float64 copy is not allocated anew at every call)."""
+    def _dense_for(self, n) -> DenseStep | normalized.NormStep:
+        """The dense step (``NormStep`` for a stack with batch normalisation), with
+        buffers for at least ``n`` rows (kept: a batch's float64 copy is not
+        allocated anew at every call)."""
         if self._dense is None or self._dense.n < n:
-            self._dense = DenseStep(self.stack, n)
+            kind = normalized.NormStep if self.stack.norms else DenseStep
+            self._dense = kind(self.stack, n)
         return self._dense
 
     def _step_for(self, x_dtype, n) -> _fused.SGDStep:
@@ -174,6 +178,8 @@ class NetworkPasses:
     # -- the passes -------------------------------------------------------------
     def gradient(self, x, t) -> dict | None:
         """The gradients dict of ``network.gradient(x, t)``, or None when not taken."""
+        if self.stack.norms:
+            return self._norm_gradient(x, t)
         b, dense = self._batch(x, t)
         if b is None:
             return None
@@ -203,8 +209,11 @@ class NetworkPasses:
             grads[f"b{i + 1}"] = gb[i]
         return grads
 
-    def loss(self, x, t):
-        """``network.loss(x, t)`` (forward only), or None when not taken."""
+    def loss(self, x, t, train_flg=False):
+        """``network.loss(x, t)`` (forward only), or None when not taken.
+        ``train_flg``: BatchNorm layers in training mode (no effect without them)."""
+        if self.stack.norms:
+            return self._norm_loss(x, t, bool(train_flg))
         b, dense = self._batch(x, t)
         if b is None:
             return None
@@ -223,10 +232,13 @@ class NetworkPasses:
 
     def accuracy(self, x, t) -> float | None:
         """``network.accuracy(x, t)``, counted in compiled chunks, or None when not
-        taken. The parameters and the layers are left alone."""
+        taken. The parameters and the layers are left alone (a BatchNorm layer
+        without running statistics gets zeros, as its first forward gives it)."""
         s = self.stack
         if not isinstance(x, np.ndarray) or x.ndim < 2 or not len(x):
             return None
+        if s.norms:
+            return self._norm_accuracy(x, t)
         # PROBE_ROWS rows spread over x
         probe = rule.input_rows(s, x[::max(1, len(x) // PROBE_ROWS)][:PROBE_ROWS])
         if probe is None:
@@ -284,7 +296,81 @@ class NetworkPasses:
         numbers: the book's loop gives its NaNs)."""
         from . import netgrad
 
+        if self.stack.norms:  # (MultiLayerNetExtend's numerical_gradient has its own)
+            return None
         return netgrad.numerical_gradient(self.stack, x, t, track_kinks)
+
+    # -- a stack with batch normalisation (minidl.engine.normalized) ---------------
+    def _norm_batch(self, x, t, train: bool):
+        """The batch as ``NormStep`` takes it, or None for the layers' code."""
+        if not self._layout_ok or not normalized.norms_ready(self.stack, train):
+            return None
+        return rule.batch(self.stack, x, t)
+
+    def _skips_zeros(self, x) -> bool:
+        """Whether the first product of a stack with batch normalisation skips the
+        zeros of ``x`` (rows as ``rule.input_rows`` gives them): mostly-zero input
+        (MNIST's), as the Affine layer decides, and finite first weights."""
+        return (zero_skipping_pays(_sparse.nonzero_fraction(x, DENSITY_ROWS), self.stack.dtype)
+                and _core.finite_norm(self.stack.W[0].reshape(-1)))
+
+    def _norm_gradient(self, x, t):
+        b = self._norm_batch(x, t, train=True)
+        if b is None:
+            return None
+        s = self.stack
+        step = self._dense_for(len(b.x))
+        f, loss, y, (gW, gb, dgamma, dbeta) = self._choice("gradient", True).timed(
+            step.gradient_on, b.x, b.labels, self._skips_zeros(b.x))
+        normalized.commit_forward(s, f, b, t, loss, y)
+        grads = {}
+        for i, layer in enumerate(s.affines):
+            layer.dW, layer.db = gW[i], gb[i]
+            grads[f"W{i + 1}"] = gW[i]
+            if s.weight_decay:  # as the book's gradient: dW + lambda * W
+                grads[f"W{i + 1}"] = gW[i] + s.weight_decay * s.W[i]
+            grads[f"b{i + 1}"] = gb[i]
+            if i < len(s.norms):
+                norm = s.norms[i]
+                norm.dgamma, norm.dbeta = dgamma[i], dbeta[i]
+                grads[f"gamma{i + 1}"], grads[f"beta{i + 1}"] = dgamma[i], dbeta[i]
+        return grads
+
+    def _norm_loss(self, x, t, train: bool):
+        b = self._norm_batch(x, t, train)
+        if b is None:
+            return None
+        if not train:
+            normalized.running_statistics(self.stack)
+        step = self._dense_for(len(b.x))
+        f, loss, y = self._loss_threads(True, step.loss_on, b.x, b.labels, train,
+                                        self._skips_zeros(b.x))
+        normalized.commit_forward(self.stack, f, b, t, loss, y)
+        return with_weight_decay(self.stack, self.stack.last.loss)
+
+    def _norm_accuracy(self, x, t):
+        s = self.stack
+        if not self._layout_ok or not normalized.norms_ready(s, train=False):
+            return None
+        # PROBE_ROWS rows spread over x
+        probe = rule.input_rows(s, x[::max(1, len(x) // PROBE_ROWS)][:PROBE_ROWS])
+        if probe is None:
+            return None
+        labels = _class_indices(t, len(x), s.sizes[-1])
+        if labels is None:
+            return None
+        normalized.running_statistics(s)
+        n = len(x)
+        step = self._dense_for(min(n, EVAL_CHUNK))
+        threads = self._choice("gradient", True).best()  # the machine's state
+        skip_zeros = self._skips_zeros(probe)
+        chunk = n if x.flags.c_contiguous and x.dtype in (np.float32, s.dtype) else 8 * EVAL_CHUNK
+        correct = 0
+        for start in range(0, n, chunk):
+            rows = rule.input_rows(s, x[start:start + chunk])
+            correct += step.count_correct_on(threads, rows, labels[start:start + len(rows)],
+                                             skip_zeros)
+        return correct / float(n)
 
 
 def with_weight_decay(stack: rule.Stack, loss, norms_checked: bool = False):

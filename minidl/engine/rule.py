@@ -4,8 +4,10 @@ minidl's compiled passes (a network's whole ``gradient``, ``loss`` and
 ``accuracy`` in one call, ``minidl.train``'s whole steps, the exact network
 numerical gradient) compute what the book's layer-by-layer code computes, for
 one kind of network: minidl's own ``TwoLayerNet``/``ThreeLayerNet``/``MultiLayerNet``
-as built, and ``MultiLayerNetExtend`` without Dropout and batch normalisation
-(MultiLayerNet's stack). This module decides, for a network and for an input, whether that is
+as built, and ``MultiLayerNetExtend`` without Dropout (MultiLayerNet's stack, or
+with batch normalisation Affine, BatchNorm, activation, ..., Affine: a stack with
+``norms``, which only the network passes take, not ``minidl.train``'s steps nor the
+exact numerical gradient). This module decides, for a network and for an input, whether that is
 what is in front of it; every shortcut asks here and nowhere else, and anything
 refused runs the book's code.
 
@@ -14,14 +16,16 @@ A network is taken when:
 - it is one of minidl's networks and none of its methods (``predict``, ``loss``,
   ``gradient``, ``accuracy``, ``numerical_gradient``) is overridden, by a
   subclass or on the instance (a ``MultiLayerNetExtend``'s are its own class's),
-  and it does not use Dropout or batch normalisation (``use_dropout``,
-  ``use_batchnorm`` false);
+  and it does not use Dropout (``use_dropout`` false);
 - ``network.layers`` holds exactly Affine, activation, Affine, ..., Affine, of
   minidl's own classes (``Affine``; ``Relu`` or ``Sigmoid``, one kind throughout),
+  with a ``BatchNormalization`` between each hidden Affine and its activation
+  when (and only when) ``use_batchnorm`` is set and the caller takes ``norms``,
   none with its own ``forward``/``backward``, and ``lastLayer`` is minidl's
   ``SoftmaxWithLoss``;
 - each Affine layer computes with the very arrays in ``params`` (``W1``, ``b1``,
-  ...), float32 or float64, of chained shapes, and ``params`` holds nothing else;
+  ...), each BatchNormalization with ``gamma1``, ``beta1``, ..., all float32 or
+  float64, of chained shapes, and ``params`` holds nothing else;
 - ``weight_decay_lambda`` is a finite number.
 
 An input is taken (``batch``) when ``x`` is an array of ``(N, ...)`` with the
@@ -46,7 +50,7 @@ import numpy as np
 
 from ..backend import ops
 from ..backend.checks import FLOAT_DTYPES, labels_as_indices, native
-from ..layers import Affine, Relu, Sigmoid, SoftmaxWithLoss
+from ..layers import Affine, BatchNormalization, Relu, Sigmoid, SoftmaxWithLoss
 
 __all__ = ["Batch", "Stack", "batch", "examine", "why_not"]
 
@@ -78,6 +82,9 @@ class Stack:
         "layers",
         "layers_dict",
         "layout",
+        "norm_ids",
+        "norm_params",
+        "norms",
         "param_ids",
         "param_keys",
         "params",
@@ -88,7 +95,7 @@ class Stack:
         "weight_decay",
     )
 
-    def __init__(self, net, affines, activations, weight_decay, decay_term):
+    def __init__(self, net, affines, activations, weight_decay, decay_term, norms=()):
         self.layers_dict, self.last, self.params_dict = net.layers, net.lastLayer, net.params
         self.layers = tuple(net.layers.values())
         self.layer_ids = tuple(map(id, self.layers))
@@ -102,9 +109,14 @@ class Stack:
         self.decay_term = decay_term  # the book's loss adds 0.5 lambda sum(W ** 2), even at 0
         self.params = tuple(p for pair in zip(self.W, self.b) for p in pair)  # W1, b1, W2, ...
         self.stack_ids = tuple(map(id, self.params))
-        self.layout = _layout(self.params)
+        # BatchNormalization layers between the hidden Affine layers and their
+        # activations (none in MultiLayerNet's stack), and their gamma1, beta1, ...
+        self.norms = norms
+        self.norm_params = tuple(p for n in norms for p in (n.gamma, n.beta))
+        self.norm_ids = tuple(map(id, self.norm_params))
+        self.layout = _layout(self.params + self.norm_params)
         self.sizes = (self.W[0].shape[0],) + tuple(w.shape[1] for w in self.W)
-        dtypes = {p.dtype for p in self.params}
+        dtypes = {p.dtype for p in self.params + self.norm_params}
         # the parameters' one dtype, or None when they mix float32 and float64
         self.dtype = dtypes.pop() if len(dtypes) == 1 else None
 
@@ -119,9 +131,10 @@ class Stack:
                 and tuple(self.params_dict) == self.param_keys
                 and tuple(map(id, self.params_dict.values())) == self.param_ids
                 and tuple(id(p) for a in self.affines for p in (a.W, a.b)) == self.stack_ids
+                and tuple(id(p) for n in self.norms for p in (n.gamma, n.beta)) == self.norm_ids
                 and not (vars(net).keys() & _METHOD_NAMES)
                 and (net.weight_decay_lambda if self.decay_term else 0) == self.weight_decay
-                and _layout(self.params) == self.layout)
+                and _layout(self.params + self.norm_params) == self.layout)
 
 
 _METHOD_NAMES = frozenset(NETWORK_METHODS)
@@ -132,9 +145,11 @@ def _layout(params) -> tuple:
                  for p in params)
 
 
-def examine(net) -> Stack | str:
+def examine(net, norms: bool = False) -> Stack | str:
     """The network's ``Stack`` when compiled passes may stand in for its code, else
-    the reason (one line, naming what is different)."""
+    the reason (one line, naming what is different). ``norms``: the caller takes
+    stacks with batch normalisation (the network passes do; ``minidl.train``'s
+    steps and the exact numerical gradient do not)."""
     cls = type(net)
     book = getattr(cls, "_BOOK_METHODS", None)  # set by minidl.networks' base class
     if book is None:
@@ -144,27 +159,38 @@ def examine(net) -> Stack | str:
             return f"{name} is replaced on this {cls.__name__}"
         if getattr(cls, name, None) is not book[name]:
             return f"{cls.__name__} overrides {name}"
-    if getattr(net, "use_batchnorm", False) or getattr(net, "use_dropout", False):
-        return ("it uses batch normalisation or Dropout (use_batchnorm, use_dropout): "
-                "the layer-by-layer code runs")
+    if getattr(net, "use_dropout", False):
+        return "it uses Dropout (use_dropout): the layer-by-layer code runs"
+    normalized = bool(getattr(net, "use_batchnorm", False))
+    if normalized and not norms:
+        return ("it uses batch normalisation (use_batchnorm): this compiled path takes "
+                "Affine/activation stacks only (the network's own passes take it)")
     layers = getattr(net, "layers", None)
     if not isinstance(layers, dict):
         return "network.layers is not a dict of layers"
     items = list(layers.items())
+    # a hidden layer is Affine, (BatchNormalization,) activation; then the last Affine
+    period = 3 if normalized else 2
     for i, (name, layer) in enumerate(items):
-        if i % 2 == 0 and type(layer) is not Affine:
+        role = i % period
+        if role == 0 and type(layer) is not Affine:
             return (f"layer {name!r} is a {type(layer).__name__} where the compiled passes "
                     "expect minidl's Affine")
-        if i % 2 == 1 and type(layer) not in ACTIVATIONS:
+        if role == period - 1 and type(layer) not in ACTIVATIONS:
             return (f"layer {name!r} is a {type(layer).__name__} where the compiled passes "
                     "expect minidl's Relu or Sigmoid")
+        if 0 < role < period - 1 and type(layer) is not BatchNormalization:
+            return (f"layer {name!r} is a {type(layer).__name__} where the compiled passes "
+                    "expect minidl's BatchNormalization (use_batchnorm is set)")
         for method in LAYER_METHODS:
             if method in vars(layer):
                 return f"layer {name!r} has a {method} of its own"
-    if len(items) % 2 == 0:
-        return f"its {len(items)} layers end with an activation, not an Affine layer"
-    affines, activations = tuple(layer for _, layer in items[0::2]), tuple(
-        layer for _, layer in items[1::2])
+    if len(items) % period != 1:
+        return (f"its {len(items)} layers do not end with an Affine layer after whole "
+                f"{'Affine/BatchNorm/activation' if normalized else 'Affine/activation'} groups")
+    affines = tuple(layer for _, layer in items[0::period])
+    activations = tuple(layer for _, layer in items[period - 1::period])
+    norm_layers = tuple(layer for _, layer in items[1::period]) if normalized else ()
     if len({type(a) for a in activations}) > 1:
         return "its activations mix Relu and Sigmoid"
     last = getattr(net, "lastLayer", None)
@@ -180,6 +206,7 @@ def examine(net) -> Stack | str:
                 f"{getattr(net, 'n_affine', '?')} (layers added or removed by hand)")
     params = getattr(net, "params", None)
     keys = {f"{p}{i}" for i in range(1, n + 1) for p in ("W", "b")}
+    keys |= {f"{p}{i}" for i in range(1, len(norm_layers) + 1) for p in ("gamma", "beta")}
     if not isinstance(params, dict) or set(params) != keys:
         return f"its params are {sorted(params) if isinstance(params, dict) else params!r}, " \
                f"expected {sorted(keys)}"
@@ -198,17 +225,29 @@ def examine(net) -> Stack | str:
             return f"params['W{i}'] {w.shape} and params['b{i}'] {v.shape} do not fit"
         if i < n and w.shape[1] != W[i].shape[0]:
             return f"params['W{i}'] {w.shape} does not feed params['W{i + 1}'] {W[i].shape}"
+    for i, layer in enumerate(norm_layers, 1):
+        for p in ("gamma", "beta"):
+            value = getattr(layer, p)
+            if value is not params[f"{p}{i}"]:
+                return (f"BatchNorm{i}.{p} is not params['{p}{i}']: the book's code computes "
+                        "with the layer's array")
+            if not isinstance(value, np.ndarray) or value.dtype not in FLOAT_DTYPES:
+                return f"params['{p}{i}'] is not a native float32 or float64 array"
+            if value.shape != (W[i - 1].shape[1],):
+                return (f"params['{p}{i}'] {value.shape} does not fit params['W{i}'] "
+                        f"{W[i - 1].shape}")
     decay_term = bool(getattr(net, "loss_has_weight_decay", False))
     wd = getattr(net, "weight_decay_lambda", 0) if decay_term else 0
     if not isinstance(wd, (int, float, np.integer, np.floating)) or not math.isfinite(wd):
         return f"weight_decay_lambda {wd!r} is not a finite number"
-    return Stack(net, affines, activations, wd, decay_term)
+    return Stack(net, affines, activations, wd, decay_term, norm_layers)
 
 
 def why_not(net) -> str | None:
-    """Why minidl's compiled passes do not stand in for ``net``'s code (its
-    structure, before any input), or None when they may."""
-    found = examine(net)
+    """Why minidl's compiled passes (``network.gradient``, ``loss``, ``accuracy``) do
+    not stand in for ``net``'s code (its structure, before any input), or None
+    when they may."""
+    found = examine(net, norms=True)
     return found if isinstance(found, str) else None
 
 
