@@ -5,11 +5,13 @@ The book's layer and network API (``minidl.layers``, ``minidl.networks``,
 pure-NumPy reference backend for checking them. ``run_experiment`` and
 ``compare`` train and compare networks from Python as the ``minidl`` command
 does from a shell.
+
+``import minidl`` loads nothing but this file: each name below, and each
+submodule, is imported on first use (PEP 562), so that a program (or a book
+script under ``minidl.book``) pays only for the parts it uses.
 """
 
-from ._config import show_config
-from .backend import get_backend, set_backend
-from .training import train
+from . import _env
 
 __version__ = "0.1.0"
 
@@ -24,13 +26,42 @@ __all__ = [
     "train",
 ]
 
-_EXPERIMENTS = ("run_experiment", "compare", "ExperimentConfig")
+# name -> the submodule that defines it, imported when the name is first used
+_LAZY = {
+    "ExperimentConfig": "experiments",
+    "compare": "experiments",
+    "get_backend": "backend",
+    "run_experiment": "experiments",
+    "set_backend": "backend",
+    "show_config": "_config",
+    "train": "training",
+}
+
+# the submodules ``minidl.<name>`` finds after a plain ``import minidl``, as it did when
+# importing minidl loaded them (``minidl.book`` is not one: importing it installs its
+# import hook, which only ``import minidl.book`` should do)
+_SUBMODULES = frozenset({
+    "backend", "cli", "convnets", "datasets", "engine", "experiments", "functions", "gradcheck",
+    "gradient", "layers", "networks", "optimizer", "plotting", "trainer", "training", "util",
+})
+
+# a bad MINIDL_BACKEND, MINIDL_GEMM or MINIDL_NUM_THREADS fails here, as it did
+# when the backend was set up on import
+_env.check()
 
 
 def __getattr__(name):
-    # experiments are loaded on first use, so that ``import minidl`` stays quick
-    if name in _EXPERIMENTS:
-        from . import experiments
+    import importlib
 
-        return getattr(experiments, name)
-    raise AttributeError(f"module 'minidl' has no attribute {name!r}")
+    if name in _SUBMODULES:  # (importing a submodule sets the attribute)
+        return importlib.import_module(f"{__name__}.{name}")
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'minidl' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value  # the next use finds it without this function
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

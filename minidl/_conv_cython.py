@@ -23,7 +23,6 @@ import numpy as np
 from . import _conv, _convblock
 from ._conv_numpy import ConvNumpyOps
 from .backend import blas_threads
-from .engine.threads import ThreadChoice
 
 # Threads for the convolution kernels (the images are shared out between them).
 # One by default, like the other layer kernels: OpenBLAS's threads run the
@@ -71,7 +70,7 @@ def _on_chosen_blas_threads(state: dict, key: str, run, *args):
     """
     choice = state.get(key)
     if choice is None:
-        choice = state[key] = ThreadChoice()
+        choice = state[key] = _thread_choice()
     return choice.timed(_on_blas_threads, run, *args)
 
 
@@ -89,8 +88,16 @@ def _on_chosen_threads(state, key: str, kernel, *args):
         return kernel(*args, NUM_THREADS)
     choice = state.get(key)
     if choice is None:
-        choice = state[key] = ThreadChoice()
+        choice = state[key] = _thread_choice()
     return choice.timed(_with_threads, kernel, *args)
+
+
+def _thread_choice():
+    # imported here: minidl.engine imports minidl.layers, which imports the backend,
+    # whose CythonOps imports this module (importing minidl.layers first would loop)
+    from .engine.threads import ThreadChoice
+
+    return ThreadChoice()
 
 
 def _with_threads(threads: int, kernel, *args):

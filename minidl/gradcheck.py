@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .backend import ops
-from .engine.rule import why_not
 
 __all__ = [
     "METHODS",
@@ -44,6 +43,8 @@ def _fast(network, x, t, method, track_kinks):
     fused = ops().fused(network)
     result = fused.numerical_gradient(x, t, track_kinks) if fused is not None else None
     if result is None and method == "fast":
+        from .engine.rule import why_not  # (the engine loads with the first fused pass)
+
         reason = why_not(network)
         if reason is None and fused is not None and fused.stack.norms:
             reason = ("the exact kernel takes Affine/activation stacks, not batch "

@@ -12,25 +12,19 @@ Choose with ``minidl.set_backend('numpy' | 'cython')`` or the environment
 variable ``MINIDL_BACKEND``. The affine product uses NumPy's BLAS by default;
 ``MINIDL_GEMM=cython`` (or ``set_backend('cython', gemm='cython')``) selects
 minidl's tiled GEMM for every dense affine product instead. ``MINIDL_NUM_THREADS=n``
-sets the compiled kernels' threads.
+sets the compiled kernels' threads. The backend is set up when it is first used
+(``ops()``), not on import: ``import minidl.layers`` loads no compiled kernel.
 """
 
 from __future__ import annotations
 
 import os
 
+from .._env import BACKENDS, GEMM_CHOICES, check_backend, check_gemm
+from .._env import num_threads as _num_threads
 from .numpy_ops import NumpyOps
 
 __all__ = ["BACKENDS", "GEMM_CHOICES", "get_backend", "ops", "set_backend", "use_simd"]
-
-BACKENDS = ("cython", "numpy")
-GEMM_CHOICES = ("blas", "cython")
-
-
-def _num_threads(value: str) -> int:
-    if not value.strip().isdigit() or int(value) < 1:
-        raise ValueError(f"MINIDL_NUM_THREADS must be a whole number >= 1, got {value!r}")
-    return int(value)
 
 
 def _available_cpus() -> int:
@@ -54,7 +48,9 @@ STEP_THREADS = NUM_THREADS if _THREADS_SET is not None else min(2, _available_cp
 # faster (minidl.engine.threads: a busy neighbour process makes one thread faster).
 THREADS_FIXED = _THREADS_SET is not None
 
-_ops: NumpyOps
+# made on first use (``ops()``), so that importing a module that computes through the
+# backend does not load the compiled kernels until something is computed
+_ops: NumpyOps | None = None
 
 
 def set_backend(name: str, *, gemm: str | None = None) -> None:
@@ -64,16 +60,14 @@ def set_backend(name: str, *, gemm: str | None = None) -> None:
     backend; by default ``MINIDL_GEMM`` or 'blas'.
     """
     global _ops
-    if name not in BACKENDS:
-        raise ValueError(f"unknown backend {name!r}; choose one of {BACKENDS}")
+    check_backend(name)
     if name == "numpy":
         if gemm is not None:
             raise ValueError("gemm= applies to the 'cython' backend only")
         _ops = NumpyOps()
         return
     gemm = gemm or os.environ.get("MINIDL_GEMM", "blas")
-    if gemm not in GEMM_CHOICES:
-        raise ValueError(f"gemm must be one of {GEMM_CHOICES}, got {gemm!r}")
+    check_gemm(gemm)
     try:
         from .cython_ops import CythonOps
     except ImportError as exc:  # pragma: no cover - only a broken install gets here
@@ -88,11 +82,13 @@ def set_backend(name: str, *, gemm: str | None = None) -> None:
 
 def get_backend() -> str:
     """The name of the backend in use."""
-    return _ops.name
+    return ops().name
 
 
 def ops() -> NumpyOps:
     """The backend object that layers, networks and training call."""
+    if _ops is None:
+        set_backend(os.environ.get("MINIDL_BACKEND", "cython"))
     return _ops
 
 
@@ -104,5 +100,3 @@ def use_simd(level: str = "best") -> str:
 
     return _use_simd(level)
 
-
-set_backend(os.environ.get("MINIDL_BACKEND", "cython"))
