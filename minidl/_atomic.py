@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import secrets
 import stat
 import time
 from collections.abc import Iterator
@@ -78,7 +77,7 @@ def clean_stale_parts(folder: Path) -> None:
 def _open_part(target: Path) -> tuple[Path, BinaryIO]:
     """A new temporary file beside ``target``, open for writing and locked."""
     while True:
-        tmp = target.parent / f".{target.name}.{MARK}{secrets.token_hex(6)}.part"
+        tmp = target.parent / f".{target.name}.{MARK}{os.urandom(6).hex()}.part"
         f = open(tmp, "xb")  # noqa: SIM115 - closed by atomic_write; 'x': never clobber
         if fcntl is None:
             return tmp, f

@@ -28,7 +28,6 @@ Plain ``import minidl`` never installs the finder; ``uninstall()`` removes it.
 from __future__ import annotations
 
 import importlib
-import importlib.abc
 import importlib.machinery
 import sys
 import types
@@ -72,7 +71,10 @@ def _provided() -> str:
     return ", ".join([*MODULES, *DATASET_MODULES])
 
 
-class _Loader(importlib.abc.Loader):
+# The finder and loader are plain classes with the methods the import system calls:
+# importlib.abc's base classes would add nothing but their import (~6 ms: tempfile,
+# shutil, random), which every book script under minidl.book would pay.
+class _Loader:
     """Gives the book's module: the minidl module itself, or a small package/dataset module."""
 
     def __init__(self):
@@ -122,7 +124,7 @@ class _Loader(importlib.abc.Loader):
             module.__spec__ = spec
 
 
-class BookFinder(importlib.abc.MetaPathFinder):
+class BookFinder:
     """Resolves ``common``, ``dataset`` and the modules in ``MODULES``/``DATASET_MODULES``."""
 
     _minidl_book = True  # how install() recognises a finder of any copy of this module

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from . import _registry
@@ -11,6 +10,8 @@ _CHUNK = 1 << 20
 
 
 def new_hash(algorithm: str):
+    import hashlib  # (~3 ms to import: OpenSSL; a load from the cache hashes nothing)
+
     if algorithm == "md5":
         # md5 only because that is what the publishers list; sha256 where we computed our own.
         return hashlib.md5(usedforsecurity=False)

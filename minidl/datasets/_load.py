@@ -8,12 +8,11 @@ so that the cache holds one copy whatever the options.
 from __future__ import annotations
 
 import os
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
-from . import _cache, _cifar, _download, _idx, _locate, _registry
+from . import _cache, _idx, _locate, _registry
 from ._errors import DatasetChecksumError, DatasetNotFoundError
 from ._registry import DATASETS, IDX_FILES, MIRRORS, DatasetInfo, canonical_name
 
@@ -135,6 +134,8 @@ def _not_found_error(info: DatasetInfo, search: _locate.Search, download_note: s
 
 def _download_into(name: str, data_dir, search: _locate.Search) -> _locate.Source:
     """Download ``name`` into ``data_dir`` (or the cache folder) and return the copy there."""
+    from . import _download  # (http.client and urllib load only for a download)
+
     root = Path(data_dir).expanduser() if data_dir is not None else _cache.cache_dir()
     try:
         _download.download(name, root)
@@ -154,6 +155,8 @@ def _read_source(name: str, source: _locate.Source) -> Arrays:
         files = dict(zip(IDX_FILES, source.files))
         return _idx.read_dataset(files, name, info.image_shape[1:], info.n_classes,
                                  (info.n_train, info.n_test))
+    from . import _cifar  # (tarfile and the unpickler load only for CIFAR-10)
+
     if source.kind == "cifar-bin":
         return _cifar.read_bin_folder(source.path)
     if source.kind == "cifar-py":
@@ -182,6 +185,8 @@ def _source_shapes(name: str, source: _locate.Source) -> dict[str, tuple[int, ..
         features = info.image_shape[1] * info.image_shape[2]
         return {"x_train": (counts[0], features), "t_train": (counts[1],),
                 "x_test": (counts[2], features), "t_test": (counts[3],)}
+    from . import _cifar
+
     n = _registry.CIFAR_BATCH_RECORDS
     shapes = {}
     for split, count in (("train", 5 * n), ("test", n)):
@@ -217,6 +222,8 @@ def _raw_arrays(name: str, data_dir, download, grayscale: bool) -> Arrays:
 
 
 def _mini_path() -> Path:
+    from importlib import resources  # (~6 ms to import; only mnist-mini needs it)
+
     return Path(str(resources.files("minidl.datasets").joinpath("data", MINI_FILE)))
 
 
