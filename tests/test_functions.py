@@ -50,3 +50,62 @@ def test_cross_entropy_error_book_values():
     assert cross_entropy_error(y2, t) == pytest.approx(2.302584092994546)
     batch = np.stack([y, y2])
     assert cross_entropy_error(batch, np.array([2, 2])) == pytest.approx((0.510825457099338 + 2.302584092994546) / 2)
+
+
+# The formulas as the docstrings write them (minidl's sigmoid before its fast path, and the
+# book's softmax): the functions must give these very bits, in the same dtype and type.
+def sigmoid_as_written(x):
+    x = np.asarray(x)
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def books_softmax(x):
+    x = x - np.max(x, axis=-1, keepdims=True)
+    return np.exp(x) / np.sum(np.exp(x), axis=-1, keepdims=True)
+
+
+SPECIAL = [np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-300, -1e-300, 1e-45, -1e-45, 88.7, -88.7,
+           710.0, -710.0, 36.8, -36.8]
+
+
+def same_bits(ours, ref):
+    assert type(ours) is type(ref)
+    ours, ref = np.asarray(ours), np.asarray(ref)
+    assert ours.dtype == ref.dtype and ours.shape == ref.shape
+    assert np.array_equal(ours, ref, equal_nan=True)
+    finite = np.isfinite(ref)
+    assert ours[finite].tobytes() == ref[finite].tobytes()
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.float16, np.int64, np.uint8])
+@pytest.mark.parametrize("shape", [(), (1,), (50,), (3, 10), (2, 3, 4), (0,), (4, 0)])
+def test_sigmoid_and_softmax_give_the_formulas_bits(dtype, shape):
+    rng = np.random.default_rng(sum(shape) + np.dtype(dtype).itemsize)
+    x = (rng.standard_normal(shape) * 20).astype(dtype) if dtype != np.uint8 else \
+        rng.integers(0, 255, shape).astype(dtype)
+    with np.errstate(all="ignore"):
+        same_bits(sigmoid(x), sigmoid_as_written(x))
+        same_bits(sigmoid_grad(x), (1.0 - sigmoid_as_written(x)) * sigmoid_as_written(x))
+        if x.ndim and x.shape[-1]:
+            same_bits(softmax(x), books_softmax(x))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_sigmoid_and_softmax_bits_at_special_values(dtype):
+    x = np.array(SPECIAL, dtype=dtype)
+    with np.errstate(all="ignore"):
+        for v in (x, x[::2], x.reshape(3, 5), x.reshape(5, 3).T, x[::-1].copy()):
+            same_bits(sigmoid(v), sigmoid_as_written(v))
+            same_bits(softmax(v), books_softmax(v))
+        for v in (x[3:], x.reshape(3, 5)[:, 3:]):  # rows without inf: finite scores
+            same_bits(softmax(v), books_softmax(v))
+
+
+def test_sigmoid_and_softmax_of_lists_and_scalars():
+    for v in ([1.0, -2.0, 3.0], [[1, 2], [-3, 4]], 0.5, -3, np.float32(-2.5)):
+        same_bits(sigmoid(v), sigmoid_as_written(v))
+    for v in ([1.0, -2.0, 3.0], [[1, 2], [-3, 4]]):
+        same_bits(softmax(v), books_softmax(v))
+    with pytest.raises(ValueError, match="zero-size array"):
+        softmax(np.zeros((2, 0)))
