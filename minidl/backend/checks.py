@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 
+# the package, not its names: a module of it may import this one while it is set up
+from .. import backend as _backend
+
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _F32, _F64 = FLOAT_DTYPES
 _FLOAT_DTYPE_SET = frozenset(FLOAT_DTYPES)
@@ -53,10 +56,10 @@ def float_dtype(what: str, *arrays) -> np.dtype:
 def ops_for(dtype: np.dtype):
     """The backend to compute in ``dtype`` with: the selected one for float32 and
     float64, the NumPy reference (the book's arithmetic, any dtype) otherwise."""
-    from . import ops
-    from .numpy_ops import REFERENCE
-
-    return ops() if dtype in _FLOAT_DTYPE_SET else REFERENCE
+    # (called for every layer's pass: no import statement here, which costs a microsecond)
+    if dtype in _FLOAT_DTYPE_SET:
+        return _backend.ops()
+    return _backend.numpy_ops.REFERENCE
 
 
 def native(x: np.ndarray) -> np.ndarray:
@@ -97,8 +100,6 @@ def batch_size_of(what: str, x: np.ndarray) -> int:
 
 def labels_as_indices(t, n: int, n_classes: int) -> np.ndarray:
     """Integer class labels (N,) as int64, checked against N and the class count."""
-    from . import ops
-
     t = np.asarray(t)
     if t.dtype.kind not in "iu":
         raise TypeError(
@@ -108,7 +109,7 @@ def labels_as_indices(t, n: int, n_classes: int) -> np.ndarray:
     if t.ndim != 1 or t.shape[0] != n:
         raise ValueError(f"labels: expected shape ({n},) for a batch of {n}, got {t.shape}")
     labels = np.ascontiguousarray(t, dtype=np.int64)  # (uint64 past int64's range: < 0)
-    if not ops().labels_in_range(labels, n_classes):
+    if not _backend.ops().labels_in_range(labels, n_classes):
         bad = t[(labels < 0) | (labels >= n_classes)][0]
         raise ValueError(f"labels: class index {bad} out of range [0, {n_classes})")
     return labels
