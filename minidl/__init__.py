@@ -37,13 +37,10 @@ _LAZY = {
     "train": "training",
 }
 
-# the submodules ``minidl.<name>`` finds after a plain ``import minidl``, as it did when
-# importing minidl loaded them (``minidl.book`` is not one: importing it installs its
-# import hook, which only ``import minidl.book`` should do)
-_SUBMODULES = frozenset({
-    "backend", "cli", "convnets", "datasets", "engine", "experiments", "functions", "gradcheck",
-    "gradient", "layers", "networks", "optimizer", "plotting", "trainer", "training", "util",
-})
+# Any submodule is found as ``minidl.<name>`` after a plain ``import minidl``, as when
+# importing minidl loaded them; not ``minidl.book``: importing it installs its import
+# hook, which only ``import minidl.book`` should do.
+_NOT_ATTRIBUTES = frozenset({"book", "__main__"})
 
 # a bad MINIDL_BACKEND, MINIDL_GEMM or MINIDL_NUM_THREADS fails here, as it did
 # when the backend was set up on import
@@ -53,14 +50,18 @@ _env.check()
 def __getattr__(name):
     import importlib
 
-    if name in _SUBMODULES:  # (importing a submodule sets the attribute)
-        return importlib.import_module(f"{__name__}.{name}")
     module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'minidl' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value  # the next use finds it without this function
-    return value
+    if module is not None:
+        value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+        globals()[name] = value  # the next use finds it without this function
+        return value
+    if not name.startswith("__") and name not in _NOT_ATTRIBUTES:
+        try:  # a submodule (importing it sets the attribute)
+            return importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{name}":
+                raise
+    raise AttributeError(f"module 'minidl' has no attribute {name!r}")
 
 
 def __dir__():

@@ -110,7 +110,8 @@ def test_submodules_after_a_plain_import(tmp_path):
     code = ("import minidl, numpy as np\n"
             "assert minidl.layers.Relu and minidl.networks.TwoLayerNet\n"
             "assert minidl.functions.softmax(np.zeros(2)).tolist() == [0.5, 0.5]\n"
-            "assert minidl.backend.get_backend() == 'cython'")
+            "assert minidl.backend.get_backend() == 'cython'\n"
+            "assert minidl._config.build_config()['minidl'] == minidl.__version__")
     assert "minidl.networks" in loaded_after(code, tmp_path)
 
 
