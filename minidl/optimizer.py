@@ -90,6 +90,8 @@ class Optimizer:
         self._init_state(params)
         self.begin_update()
         kernel = _kernel_for(self)
+        if kernel is not None and _update_all(self, params, grads):
+            return  # every parameter in one compiled call, each as its kernel below
         for key in params:  # in params' order, as the book
             param, grad = params[key], grads[key]
             if not isinstance(param, np.ndarray):  # a number: updated as a 0-d array
@@ -169,6 +171,12 @@ def _kernel_for(optimizer):
     from ._optim_cython import kernel_for  # (it imports this module's classes)
 
     return kernel_for(optimizer)
+
+
+def _update_all(optimizer, params, grads) -> bool:
+    from ._optim_cython import update_all
+
+    return update_all(optimizer, params, grads)
 
 
 def _check_params_and_grads(what: str, params, grads) -> None:

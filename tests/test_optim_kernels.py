@@ -173,3 +173,120 @@ def test_kernels_check_lengths():
         _optim.sgd(np.zeros(3), np.zeros(2), 0.1)
     with pytest.raises(ValueError):
         _optim.adam(np.zeros(3), np.zeros(3), np.zeros(3), np.zeros(4), 0.1, 0.1, 0.1)
+
+
+
+# -- every parameter in one call (_optim.update_all) ----------------------------------
+
+@pytest.mark.parametrize("name", list(RULES))
+def test_one_call_updates_every_parameter_as_the_book(name, rng, monkeypatch):
+    from minidl import _optim
+
+    calls = []
+    real = _optim.update_all
+    monkeypatch.setattr(_optim, "update_all", lambda *a: calls.append(real(*a)) or calls[-1])
+    for kernel in KERNEL.values():  # the per-parameter kernels are not called
+        monkeypatch.setattr(_optim_cython, kernel, None)
+    for dtype in (np.float32, np.float64):
+        params = params_of(rng, dtype)
+        book = copy.deepcopy(params)
+        grads_list = [grads_of(rng, params) for _ in range(3)]
+        ours = run(name, RULES[name], params, grads_list, "cython")
+        book_opt = getattr(book_ch6, name)(**RULES[name])
+        for grads in grads_list:
+            book_opt.update(book, grads)
+        for key in params:
+            np.testing.assert_array_equal(params[key], book[key], err_msg=key)
+        for state in ("v", "h", "m"):
+            if hasattr(book_opt, state):
+                for key in params:
+                    np.testing.assert_array_equal(getattr(ours, state)[key],
+                                                  getattr(book_opt, state)[key])
+    assert calls == [True] * 6
+
+
+def _cases(rng):
+    """Updates the one call must refuse (nothing changed), with why."""
+    p64 = params_of(rng, np.float64)
+    mixed = dict(p64, b=p64["b"].astype(np.float32))  # float64 and float32 parameters
+    yield "mixed dtypes", mixed, {k: np.ones_like(v) for k, v in mixed.items()}
+    grads = {k: np.ones_like(v) for k, v in p64.items()}
+    grads["W"] = np.ones((31, 34))[:, ::2]  # a strided gradient
+    yield "strided gradient", params_of(rng, np.float64), grads
+    p = params_of(rng, np.float64)
+    yield "gradient is the parameter", p, dict({k: np.ones_like(v) for k, v in p.items()},
+                                                s=p["s"])
+    p = params_of(rng, np.float64)
+    p["W"] = p["W"].astype(">f8")  # not in native byte order
+    yield "swapped bytes", p, {k: np.ones(v.shape) for k, v in p.items()}
+    p = params_of(rng, np.float64)
+    p["b"] = p["b"].reshape(1, 17)  # a gradient of another shape, the same size
+    yield "shapes", p, {k: np.ones(v.shape[::-1]) for k, v in p.items()}
+
+
+@pytest.mark.parametrize("name", list(RULES))
+def test_one_call_refuses_with_nothing_changed_and_the_update_is_the_books(name, rng):
+    for why, params, grads in _cases(rng):
+        opt = getattr(optimizer, name)(**RULES[name])
+        if why == "shapes":  # the update itself raises: check the one call alone
+            opt.update({k: v.copy() for k, v in params.items()},
+                       {k: np.zeros_like(v) for k, v in params.items()})
+            before = copy.deepcopy(params)
+            assert not _optim_cython.update_all(opt, params, grads)
+            for key in params:
+                np.testing.assert_array_equal(params[key], before[key])
+            continue
+        book = copy.deepcopy(params)
+        opt.update(params, {k: np.zeros_like(v) for k, v in params.items()})  # make the state
+        book_opt = getattr(book_ch6, name)(**RULES[name])
+        book_opt.update(book, {k: np.zeros_like(v) for k, v in book.items()})
+        snapshot = {k: v.copy() for k, v in params.items()}
+        if name == "Adam":
+            opt.iter += 1  # (begin_update's work, which update_all does not do)
+            opt.lr_t = opt.lr * np.sqrt(1.0 - opt.beta2 ** opt.iter) / (1.0 - opt.beta1 ** opt.iter)
+        assert not _optim_cython.update_all(opt, params, grads), why
+        for key in params:
+            np.testing.assert_array_equal(params[key], snapshot[key], err_msg=why)
+        if name == "Adam":
+            opt.iter -= 1
+        # (a gradient that is the parameter is the book's own parameter there)
+        book_grads = {k: book[k] if g is params[k] else g for k, g in grads.items()}
+        opt.update(params, grads)  # the per-parameter path: the book's numbers
+        book_opt.update(book, book_grads)
+        for key in params:
+            np.testing.assert_array_equal(params[key], book[key], err_msg=f"{why}: {key}")
+
+
+def test_one_call_refuses_float32_with_numpy_scalars_and_keeps_the_order(rng):
+    params = params_of(rng, np.float32)
+    opt = optimizer.SGD(lr=np.float64(0.1))  # the book's float32 lines become float64
+    assert not _optim_cython.update_all(opt, params, {k: np.ones_like(v) for k, v in
+                                                      params.items()})
+    # parameters sharing memory across keys: updated one after another, as the book's loop
+    buf, ref = np.arange(30.0), np.arange(30.0)
+    opt = optimizer.SGD(lr=0.5)
+    grads = {"a": np.ones(20), "b": np.full(20, 3.0)}
+    assert _optim_cython.update_all(opt, {"a": buf[:20], "b": buf[10:]}, grads)
+    book_ch6.SGD(lr=0.5).update({"a": ref[:20], "b": ref[10:]}, grads)
+    np.testing.assert_array_equal(buf, ref)
+
+
+def test_update_all_checks_its_arguments():
+    from minidl import _optim
+
+    with pytest.raises(ValueError, match="unknown rule"):
+        _optim.update_all(9, [np.zeros(3)], [np.zeros(3)], None, None, 0.1)
+    with pytest.raises(ValueError, match="different lengths"):
+        _optim.update_all(0, [np.zeros(3)], [], None, None, 0.1)
+    with pytest.raises(ValueError, match="different lengths"):
+        _optim.update_all(1, [np.zeros(3)], [np.zeros(3)], None, None, 0.1, 0.9)
+    assert _optim.update_all(0, [], [], None, None, 0.1)
+    p = np.zeros(3)
+    assert not _optim.update_all(0, [p], [[1.0, 2.0, 3.0]], None, None, 0.1)  # not an array
+    assert not _optim.update_all(0, [np.zeros(3, np.int64)], [np.zeros(3, np.int64)], None,
+                                 None, 0.1)
+    ro = np.zeros(3)
+    ro.flags.writeable = False
+    assert not _optim.update_all(0, [ro], [np.ones(3)], None, None, 0.1)
+    assert _optim.update_all(0, [p], [np.ones(3)], None, None, 0.5)
+    np.testing.assert_array_equal(p, -0.5)
