@@ -80,6 +80,10 @@ def test_compiled_rules_are_the_books_numpy_lines_bit_for_bit(name, scalar, dtyp
         assert compiled[key].dtype == dtype
         np.testing.assert_array_equal(compiled[key], numpy_path[key], err_msg=key)
         np.testing.assert_array_equal(compiled[key], book[key], err_msg=key)
+    assert_same_states(ours, book_opt, params)
+
+
+def assert_same_states(ours, book_opt, params):
     for state in ("v", "h", "m"):
         if hasattr(book_opt, state):
             for key in params:
@@ -197,11 +201,7 @@ def test_one_call_updates_every_parameter_as_the_book(name, rng, monkeypatch):
             book_opt.update(book, grads)
         for key in params:
             np.testing.assert_array_equal(params[key], book[key], err_msg=key)
-        for state in ("v", "h", "m"):
-            if hasattr(book_opt, state):
-                for key in params:
-                    np.testing.assert_array_equal(getattr(ours, state)[key],
-                                                  getattr(book_opt, state)[key])
+        assert_same_states(ours, book_opt, params)
     assert calls == [True] * 6
 
 

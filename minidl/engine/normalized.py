@@ -26,6 +26,7 @@ from .. import _core, _norm, _sparse
 from ..backend import blas_threads
 from ..backend.cython_ops import _nonzero_lists_kept
 from ..layers import _check_momentum
+from .dense import DenseStep
 
 __all__ = ["NormForward", "NormStep", "commit_forward", "norms_ready", "running_statistics"]
 
@@ -86,14 +87,7 @@ class NormStep:
         self.scratch = [(np.empty(m, dtype=dt), np.empty(m, dtype=dt)) for m in widths[:-1]]
         self._lists = {}  # the buffers of a batch's nonzero lists, kept from batch to batch
 
-    def batch_from(self, x) -> np.ndarray:
-        """``x`` (N, width), C-contiguous, in the stack's dtype (converted into the
-        step's buffer when it is not)."""
-        if x.dtype == self.stack.dtype:
-            return x
-        out = self.x[:len(x)]
-        np.copyto(out, x)
-        return out
+    batch_from = DenseStep.batch_from  # (the same buffer, self.x, and the same rule)
 
     # -- the passes ----------------------------------------------------------------
     def forward(self, x, train: bool, skip_zeros: bool = False, threads: int = 1) -> NormForward:

@@ -200,14 +200,7 @@ class NetworkPasses:
             n = len(b.x)
             self._leave_layers(b, t, loss, [a[:n].copy() for a in step.activations[:-1]],
                                step.probabilities[:n].copy())
-        grads = {}
-        for i, layer in enumerate(s.affines):
-            layer.dW, layer.db = gW[i], gb[i]
-            grads[f"W{i + 1}"] = gW[i]
-            if s.weight_decay:  # as the book's gradient: dW + lambda * W
-                grads[f"W{i + 1}"] = gW[i] + s.weight_decay * s.W[i]
-            grads[f"b{i + 1}"] = gb[i]
-        return grads
+        return _gradients(s, gW, gb)
 
     def loss(self, x, t, train_flg=False):
         """``network.loss(x, t)`` (forward only), or None when not taken.
@@ -323,18 +316,7 @@ class NetworkPasses:
         f, loss, y, (gW, gb, dgamma, dbeta) = self._choice("gradient", True).timed(
             step.gradient_on, b.x, b.labels, self._skips_zeros(b.x))
         normalized.commit_forward(s, f, b, t, loss, y)
-        grads = {}
-        for i, layer in enumerate(s.affines):
-            layer.dW, layer.db = gW[i], gb[i]
-            grads[f"W{i + 1}"] = gW[i]
-            if s.weight_decay:  # as the book's gradient: dW + lambda * W
-                grads[f"W{i + 1}"] = gW[i] + s.weight_decay * s.W[i]
-            grads[f"b{i + 1}"] = gb[i]
-            if i < len(s.norms):
-                norm = s.norms[i]
-                norm.dgamma, norm.dbeta = dgamma[i], dbeta[i]
-                grads[f"gamma{i + 1}"], grads[f"beta{i + 1}"] = dgamma[i], dbeta[i]
-        return grads
+        return _gradients(s, gW, gb, dgamma, dbeta)
 
     def _norm_loss(self, x, t, train: bool):
         b = self._norm_batch(x, t, train)
@@ -371,6 +353,23 @@ class NetworkPasses:
             correct += step.count_correct_on(threads, rows, labels[start:start + len(rows)],
                                              skip_zeros)
         return correct / float(n)
+
+
+def _gradients(stack: rule.Stack, gW, gb, dgamma=(), dbeta=()) -> dict:
+    """The book's gradients dict (W1, b1, gamma1, beta1, W2, ...), the layers given
+    their dW, db (and dgamma, dbeta) as their backward passes leave them."""
+    grads = {}
+    for i, layer in enumerate(stack.affines):
+        layer.dW, layer.db = gW[i], gb[i]
+        grads[f"W{i + 1}"] = gW[i]
+        if stack.weight_decay:  # as the book's gradient: dW + lambda * W
+            grads[f"W{i + 1}"] = gW[i] + stack.weight_decay * stack.W[i]
+        grads[f"b{i + 1}"] = gb[i]
+        if i < len(stack.norms):
+            norm = stack.norms[i]
+            norm.dgamma, norm.dbeta = dgamma[i], dbeta[i]
+            grads[f"gamma{i + 1}"], grads[f"beta{i + 1}"] = dgamma[i], dbeta[i]
+    return grads
 
 
 def with_weight_decay(stack: rule.Stack, loss, norms_checked: bool = False):
