@@ -4,7 +4,9 @@ A ``MultiLayerNetExtend`` with ``use_batchnorm`` (and without Dropout) is
 Affine, BatchNorm, activation, ..., Affine, SoftmaxWithLoss. ``NormStep`` runs
 that stack's forward (training or test mode) and backward passes with no
 Python layer between the kernels: ``np.matmul`` for each Affine product (the
-book's ``np.dot``), the bias added in place, minidl's BatchNorm kernels
+book's ``np.dot``; the first one skips the zeros of a mostly-zero batch, as the
+Affine layer's own forward does, when the caller says it may), the bias added in
+place, minidl's BatchNorm kernels
 (``minidl._norm``, the ones the layers call), the activation and softmax with
 cross-entropy as the layers compute them. What the layers would keep (their
 inputs and outputs, BatchNorm's ``xc``, ``xn``, ``std``, the gradients) is

@@ -12,7 +12,8 @@ which lists the batch's nonzeros once and reuses them in both passes, dense ones
 (Fashion-MNIST's, CIFAR-10's) to ``DenseStep`` on NumPy's BLAS. Either way no
 Python layer runs between the products. A network with batch normalisation
 (``stack.norms``) goes to ``NormStep`` (``minidl.engine.normalized``), on NumPy's
-BLAS whatever its input. Afterwards the layers hold what the layer-by-layer pass would have left
+BLAS whatever its input, the first product aside (it skips a mostly-zero batch's
+zeros, as the Affine layer does). Afterwards the layers hold what the layer-by-layer pass would have left
 (inputs, outputs, ``dW``/``db``, the loss and softmax output), so
 ``layer.backward`` and the book's attribute reads work as before. Weight decay
 is added as the book's ``loss`` and ``gradient`` add it.
