@@ -55,9 +55,9 @@ def norm_passes(monkeypatch):
     ran = []
     forward = normalized.NormStep.forward
 
-    def counted(self, x, train, skip_zeros=False, threads=1):
+    def counted(self, x, train, skip_zeros=False):
         ran.append((train, skip_zeros))
-        return forward(self, x, train, skip_zeros, threads)
+        return forward(self, x, train, skip_zeros)
 
     monkeypatch.setattr(normalized.NormStep, "forward", counted)
     return ran

@@ -132,3 +132,93 @@ def test_blas_threads_local_restores_the_count_before_it():
         assert blas_threads.set_local(2) == (2 if blas_threads.available() else 0)
     finally:
         blas_threads.set_local(before)
+
+
+class FakeClock:
+    """A stand-in for the time module the thread choice reads: seconds set by hand."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def perf_counter(self):
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    fake = FakeClock()
+    monkeypatch.setattr(thread_choice, "time", fake)
+    monkeypatch.setattr(thread_choice, "_recent_passes", {})
+    return fake
+
+
+def settled(choice, seconds):
+    """``choice`` after enough calls, each taking ``seconds[threads]``, to have chosen."""
+    run_calls(choice, seconds, 4 * thread_choice.TRIES)
+    return choice
+
+
+def test_a_blas_pass_takes_one_thread_beside_another_networks_passes(clock):
+    blas = settled(ThreadChoice(2, fixed=False, pool=thread_choice.BLAS, owner="bn"),
+                   {1: 3.0, 2: 1.0})
+    assert blas.pick() == 2 and blas.best() == 2  # alone: its own choice
+    other = ThreadChoice(2, fixed=False, pool=thread_choice.OPENMP, owner="plain")
+    for _ in range(5):  # the two networks' passes in turn, 10 ms apart
+        other.pick()
+        clock.now += 0.01
+        assert blas.pick() == 1 and blas.best() == 1
+        clock.now += 0.01
+    # the other network stops: past the window, the choice is its own again
+    clock.now += 2 * thread_choice.TEAM_WINDOW
+    assert blas.pick() == 2
+
+
+def test_calls_kept_to_one_thread_are_not_measures_of_the_options(clock):
+    blas = settled(ThreadChoice(2, fixed=False, pool=thread_choice.BLAS, owner="bn"),
+                   {1: 3.0, 2: 1.0})
+    before = {n: list(times) for n, times in blas.times.items()}
+    calls = blas.calls
+    other = ThreadChoice(2, fixed=False, pool=thread_choice.BLAS, owner="plain")
+    for _ in range(50):
+        other.pick()
+        n = blas.pick()
+        blas.record(n, 100.0)  # a slow call beside the other network: not counted
+    assert {n: list(times) for n, times in blas.times.items()} == before
+    assert blas.calls == calls
+
+
+def test_passes_of_one_owner_and_openmp_passes_are_not_kept_to_one_thread(clock):
+    gradient = settled(ThreadChoice(2, fixed=False, pool=thread_choice.BLAS, owner="net"),
+                       {1: 3.0, 2: 1.0})
+    loss = settled(ThreadChoice(2, fixed=False, pool=thread_choice.BLAS, owner="net"),
+                   {1: 3.0, 2: 1.0})
+    kernels = settled(ThreadChoice(2, fixed=False, pool=thread_choice.OPENMP, owner="other"),
+                      {1: 3.0, 2: 1.0})
+    clock.now += 2 * thread_choice.TEAM_WINDOW  # (settling them counted as passes)
+    for _ in range(5):
+        assert gradient.pick() == 2 and loss.pick() == 2  # the same network's passes
+    assert kernels.pick() == 2  # OpenMP passes never step aside
+    assert gradient.pick() == 1  # ... but BLAS passes beside them do
+
+
+@pytest.mark.parametrize("pool", [None, thread_choice.BLAS])
+def test_a_fixed_count_or_a_pass_of_no_pool_is_never_kept_to_one_thread(clock, pool):
+    other = ThreadChoice(2, fixed=False, pool=thread_choice.OPENMP, owner="other")
+    fixed = ThreadChoice(2, fixed=True, pool=pool, owner="net")
+    free = settled(ThreadChoice(2, fixed=False, pool=None, owner="net"), {1: 3.0, 2: 1.0})
+    for _ in range(5):
+        other.pick()
+        assert fixed.pick() == 2 and fixed.best() == 2
+        other.pick()
+        assert free.pick() == 2
+    assert list(thread_choice._recent_passes) == [id("other")]  # (no pool: not noted)
+
+
+def test_a_network_passes_choices_belong_to_the_network(rng):
+    x = rng.random((20, 16)).astype(np.float32)
+    net = TwoLayerNet(16, 8, 3)
+    passes = passes_for(net)
+    passes.gradient(x, rng.integers(0, 3, 20))
+    choices = list(passes._threads.values())
+    assert choices and all(c.owner == id(passes) for c in choices)
+    assert {c.pool for c in choices} <= {thread_choice.BLAS, thread_choice.OPENMP}

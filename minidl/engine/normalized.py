@@ -92,7 +92,7 @@ class NormStep:
     batch_from = DenseStep.batch_from  # (the same buffer, self.x, and the same rule)
 
     # -- the passes ----------------------------------------------------------------
-    def forward(self, x, train: bool, skip_zeros: bool = False, threads: int = 1) -> NormForward:
+    def forward(self, x, train: bool, skip_zeros: bool = False) -> NormForward:
         """The forward pass of ``x`` (m, width) in the stack's dtype; in training mode
         with the batch's statistics, else with the running ones (which must be
         there: see ``running_statistics``).
@@ -100,8 +100,8 @@ class NormStep:
         ``skip_zeros``: the first product skips x's zeros (``minidl._sparse``, as
         the Affine layer's own forward does for mostly-zero input); then x may
         also be float32 for a float64 stack, and the first weights must be finite
-        (a skipped 0 * inf would be NaN in NumPy): the caller checks. ``threads``:
-        the zero-skipping kernel's (BLAS's are set around the call)."""
+        (a skipped 0 * inf would be NaN in NumPy): the caller checks. That product
+        runs on one thread (see ``count_correct_on``), BLAS's on what the caller set."""
         s = self.stack
         m = len(x)
         f = NormForward(train)
@@ -113,7 +113,7 @@ class NormStep:
                 # a training batch's lists are kept for backward; an evaluation's rows
                 # are scanned a block at a time
                 f.lists = _nonzero_lists_kept(x, self._lists) if train else None
-                _sparse.sparse_affine_forward(x, None, W, b, z, threads, f.lists)
+                _sparse.sparse_affine_forward(x, None, W, b, z, 1, f.lists)
             else:
                 np.matmul(h, W, out=z)
                 _core.bias_activate(z, b, _NONE)
@@ -190,14 +190,14 @@ class NormStep:
         given when the first product skipped zeros, converted here)."""
         return x if x.dtype == self.stack.dtype else self.batch_from(x)
 
-    def count_correct(self, x, labels, skip_zeros: bool = False, threads: int = 1) -> int:
+    def count_correct(self, x, labels, skip_zeros: bool = False) -> int:
         """How many rows of ``x`` (N, width: float32 or the stack's dtype) the network
         classifies (in test mode) as ``labels`` says, a chunk at a time."""
         correct = 0
         for start in range(0, len(x), self.n):
             rows = x[start:start + self.n]
             rows = rows if skip_zeros else self.batch_from(rows)
-            scores = self.forward(rows, False, skip_zeros, threads).scores
+            scores = self.forward(rows, False, skip_zeros).scores
             correct += _core.count_correct_scores(scores, labels[start:start + len(rows)])
         return correct
 
@@ -217,8 +217,17 @@ class NormStep:
             return f, loss, y
 
     def count_correct_on(self, threads: int, x, labels, skip_zeros: bool = False) -> int:
+        """``count_correct`` with the products on ``threads`` BLAS threads, the
+        zero-skipping first product on one (as in ``gradient_on``).
+
+        Two teams of threads in one pass fight over a small machine's cores: after
+        its work each team spins for a while (OpenBLAS's threads, the kernels'
+        OpenMP team), holding up the other. A 1000-row evaluation (ch06's
+        batch_norm_test) took 9.7 ms with both on two threads, 4.4 ms with the
+        products alone on two, 4.5 ms with the first product alone on two, 6.0 ms
+        with both on one (2 cores, medians)."""
         with blas_threads.local(threads):
-            return self.count_correct(x, labels, skip_zeros, threads)
+            return self.count_correct(x, labels, skip_zeros)
 
 
 def running_statistics(stack) -> None:

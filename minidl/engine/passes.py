@@ -34,7 +34,7 @@ from ..backend.cython_ops import zero_skipping_pays
 from ..functions import weight_decay_loss
 from . import normalized, rule
 from .dense import EVAL_CHUNK, DenseStep
-from .threads import TRIES, ThreadChoice
+from .threads import BLAS, OPENMP, TRIES, ThreadChoice
 
 # Largest batch (entries of x) the compiled gradient and loss take: their
 # buffers hold a nonzero list as long as the whole batch (12 bytes an entry).
@@ -118,7 +118,8 @@ class NetworkPasses:
         key = (name, dense)
         choice = self._threads.get(key)
         if choice is None:
-            choice = self._threads[key] = ThreadChoice()
+            choice = self._threads[key] = ThreadChoice(pool=BLAS if dense else OPENMP,
+                                                       owner=self)
         return choice
 
     def _loss_threads(self, dense: bool, run, *args):

@@ -33,7 +33,7 @@ from ..backend.cython_ops import zero_skipping_pays
 from . import rule
 from .dense import EVAL_CHUNK, DenseStep
 from .passes import with_weight_decay
-from .threads import ThreadChoice
+from .threads import BLAS, OPENMP, ThreadChoice
 
 __all__ = ["StepRunner", "runner_for"]
 
@@ -91,7 +91,8 @@ class StepRunner:
         self._sgd = None  # the compiled step (_fused.SGDStep), made for the batch size
         self._dense = None  # the dense step (DenseStep), made for the batch size
         self._eval = None  # the dense evaluation's (EVAL_CHUNK rows)
-        self.threads = ThreadChoice(self.num_threads, fixed=True if num_threads is not None else None)
+        self.threads = ThreadChoice(self.num_threads, fixed=True if num_threads is not None else None,
+                                    pool=BLAS if self.dense else OPENMP, owner=self)
         self._grads = None  # the gradients' buffers, for an optimizer of its own
         if not self.params_finite():
             raise _Refused("a parameter holds NaN or infinity (NumPy's arithmetic: the plain loop)")
