@@ -1,7 +1,8 @@
-"""The book's chapter 3-5 scripts, unchanged: on the book's code and on minidl, in the same run.
+"""The book's chapter 3-6 scripts, unchanged: on the book's code and on minidl, in the same run.
 
 ``flock /tmp/minidl-bench.lock python -m bench.bench_scripts --book DIR [--rounds 3]
-[--scripts ch03/neuralnet_mnist.py ...]``
+[--scripts ch03/neuralnet_mnist.py ...]`` (by default ``startup`` and chapters 3-5; the
+chapter 6 scripts, minutes each on the book's code, by name or as ``ch06``)
 
 ``DIR`` is a checkout of the book's repository (``oreilly-japan/deep-learning-from-scratch``).
 It is copied into a temporary folder, whose ``dataset/mnist.pkl`` is written from the real
@@ -58,6 +59,17 @@ SCRIPTS = (
     "ch05/gradient_check.py",
     "ch05/train_neuralnet.py",
 )
+# chapter 6's scripts that read MNIST (optimizer_compare_naive and the activation histogram
+# read none)
+CH06 = (
+    "ch06/batch_norm_gradient_check.py",
+    "ch06/batch_norm_test.py",
+    "ch06/hyperparameter_optimization.py",
+    "ch06/optimizer_compare_mnist.py",
+    "ch06/overfit_dropout.py",
+    "ch06/overfit_weight_decay.py",
+    "ch06/weight_init_compare.py",
+)
 STARTUP = "startup"
 
 
@@ -110,10 +122,12 @@ def main(argv=None):
                         help="a checkout of the book's repository")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of book + minidl")
     parser.add_argument("--scripts", nargs="+", default=[STARTUP, *SCRIPTS],
-                        choices=[STARTUP, *SCRIPTS], help="what to run (default: all)")
+                        choices=[STARTUP, *SCRIPTS, *CH06, "ch06"],
+                        help="what to run (default: startup and chapters 3-5; ch06: chapter 6's)")
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error("--rounds must be >= 1")
+    args.scripts = [s for name in args.scripts for s in (CH06 if name == "ch06" else (name,))]
 
     from bench.run import machine
 

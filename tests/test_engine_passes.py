@@ -637,3 +637,28 @@ def test_the_zero_skipping_loss_does_not_scan_the_weights_twice(rng, monkeypatch
     scans.clear()
     with np.errstate(over="ignore", invalid="ignore"):
         assert np.isnan(net.loss(x, t))
+
+
+@pytest.mark.parametrize("density", [0.2, 0.9])  # the zero-skipping pass, the dense one
+@pytest.mark.parametrize("n", [100, 37])  # buffers filled (handed over), or not (copied)
+def test_what_the_layers_keep_is_not_overwritten_by_the_next_call(density, n, rng):
+    x = rng.random((2, n, 64)).astype(np.float32)
+    x[rng.random(x.shape) >= density] = 0
+    t = rng.integers(0, 5, (2, n))
+    net = MultiLayerNet(64, [16, 12], 5)
+    assert passes_for(net) is not None
+    net.gradient(x[0], t[0])
+    kept = {name: (layer.x if hasattr(layer, "x") else layer.out)
+            for name, layer in net.layers.items()}
+    kept["y"] = net.lastLayer.y
+    copies = {name: a.copy() for name, a in kept.items()}
+    net.gradient(x[1], t[1])  # another batch: new buffers for the layers
+    net.loss(x[0] * 2, t[0])
+    for name, a in kept.items():
+        np.testing.assert_array_equal(a, copies[name], err_msg=name)
+    # and the layers hold the last call's forward pass
+    P = net.params
+    h1 = np.maximum(0, (x[0] * 2).astype(np.float64) @ P["W1"] + P["b1"])
+    first = list(net.layers)[1]  # (Activation_function1, as the book names it)
+    np.testing.assert_allclose(net.layers[first].out, h1, rtol=1e-12, atol=1e-12)
+    assert not np.shares_memory(net.layers[first].out, kept[first])
