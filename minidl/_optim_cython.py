@@ -70,61 +70,25 @@ def _flat(a):
     return a.reshape(-1)
 
 
-def _sgd(opt, key, param, grad):
-    if not (_arrays_ok(param, grad) and _scalars_ok(param.dtype, opt.lr)):
-        return False
-    _optim.sgd(_flat(param), _flat(grad), opt.lr)
-    return True
-
-
-def _momentum(opt, key, param, grad):
-    v = opt.v[key]
-    if not (_arrays_ok(param, grad, v) and _scalars_ok(param.dtype, opt.lr, opt.momentum)):
-        return False
-    _optim.momentum(_flat(param), _flat(grad), _flat(v), opt.lr, opt.momentum)
-    return True
-
-
-def _nesterov(opt, key, param, grad):
-    v = opt.v[key]
-    if not (_arrays_ok(param, grad, v) and _scalars_ok(param.dtype, opt.lr, opt.momentum)):
-        return False
-    _optim.nesterov(_flat(param), _flat(grad), _flat(v), opt.lr, opt.momentum,
-                    opt.momentum * opt.momentum, (1 + opt.momentum) * opt.lr)
-    return True
-
-
-def _adagrad(opt, key, param, grad):
-    h = opt.h[key]
-    if not (_arrays_ok(param, grad, h) and _scalars_ok(param.dtype, opt.lr)):
-        return False
-    _optim.adagrad(_flat(param), _flat(grad), _flat(h), opt.lr)
-    return True
-
-
-def _rmsprop(opt, key, param, grad):
-    h = opt.h[key]
-    if not (_arrays_ok(param, grad, h) and _scalars_ok(param.dtype, opt.lr, opt.decay_rate)):
-        return False
-    _optim.rmsprop(_flat(param), _flat(grad), _flat(h), opt.lr, opt.decay_rate,
-                   1 - opt.decay_rate)
-    return True
-
-
-def _adam(opt, key, param, grad):
-    m, v = opt.m[key], opt.v[key]
-    if (type(opt.lr_t) is not np.float64 or not _arrays_ok(param, grad, m, v)
-            or not _scalars_ok(param.dtype, opt.beta1, opt.beta2)):
-        return False
-    _optim.adam(_flat(param), _flat(grad), _flat(m), _flat(v), float(opt.lr_t),
-                1 - opt.beta1, 1 - opt.beta2)
-    return True
+def _per_parameter(kernel):
+    """The update of one parameter by ``kernel`` (one of ``_optim``'s): the parameter,
+    its gradient and its state arrays (the rule's ``state_names``), then the rule's
+    scalars (``_scalars``); False, nothing changed, where the kernel would not give
+    NumPy's numbers."""
+    def update(opt, key, param, grad):
+        states = [getattr(opt, name)[key] for name in type(opt).state_names]
+        scalars = _scalars(opt, param.dtype)
+        if scalars is None or not _arrays_ok(param, grad, *states):
+            return False
+        kernel(_flat(param), _flat(grad), *map(_flat, states), *scalars)
+        return True
+    return update
 
 
 # each class, the update_one its kernel stands in for, the kernel
-_KERNELS = {cls: (cls.update_one, kernel) for cls, kernel in (
-    (SGD, _sgd), (Momentum, _momentum), (Nesterov, _nesterov), (AdaGrad, _adagrad),
-    (RMSprop, _rmsprop), (Adam, _adam))}
+_KERNELS = {cls: (cls.update_one, _per_parameter(kernel)) for cls, kernel in (
+    (SGD, _optim.sgd), (Momentum, _optim.momentum), (Nesterov, _optim.nesterov),
+    (AdaGrad, _optim.adagrad), (RMSprop, _optim.rmsprop), (Adam, _optim.adam))}
 
 
 def kernel_for(opt):
@@ -136,8 +100,8 @@ def kernel_for(opt):
 
 
 def _scalars(opt, dtype):
-    """The scalars ``_optim.update_all`` takes for ``opt``'s rule (computed as the
-    per-parameter kernels compute them), or None where those would refuse."""
+    """The scalars ``opt``'s rule passes to its kernels (each parameter's and
+    ``_optim.update_all``), or None where they would not give NumPy's numbers."""
     rule = type(opt)
     if rule is SGD or rule is AdaGrad:
         return (opt.lr,) if _scalars_ok(dtype, opt.lr) else None
@@ -156,10 +120,6 @@ def _scalars(opt, dtype):
     return (float(opt.lr_t), 1 - opt.beta1, 1 - opt.beta2)
 
 
-_STATE_NAMES = {Momentum: ("v",), Nesterov: ("v",), AdaGrad: ("h",), RMSprop: ("h",),
-                Adam: ("m", "v")}
-
-
 def update_all(opt, params, grads) -> bool:
     """Update every parameter of ``params`` (checked: same keys as ``grads``, state
     made) in one compiled call, or return False, nothing changed, when any of
@@ -171,7 +131,7 @@ def update_all(opt, params, grads) -> bool:
     if scalars is None:
         return False
     keys = list(params)
-    states = [[getattr(opt, name)[k] for k in keys] for name in _STATE_NAMES.get(type(opt), ())]
+    states = [[getattr(opt, name)[k] for k in keys] for name in type(opt).state_names]
     states += [None] * (2 - len(states))
     return _optim.update_all(_optim.RULES[type(opt).__name__], [params[k] for k in keys],
                              [grads[k] for k in keys], states[0], states[1], *scalars)

@@ -97,6 +97,21 @@ def test_gradient_is_the_books_and_runs_on_the_passes(activation, density, label
                                            getattr(layer, stat), rtol=1e-12, err_msg=name)
 
 
+def test_a_network_deeper_than_the_zero_skipping_kernels_take_runs_on_the_passes(
+        rng, norm_passes):
+    from minidl import _fused
+
+    hidden = [6] * (_fused.MAX_LAYERS + 1)  # more affine layers than SGDStep's plans hold
+    np.random.seed(3)
+    ours = MultiLayerNetExtend(16, hidden, 5, use_batchnorm=True)
+    np.random.seed(3)
+    book = book_ch6.MultiLayerNetExtend(16, hidden, 5, use_batchnorm=True)
+    x, t = batch(rng)
+    assert_grads(ours.gradient(x, t), book.gradient(x, t), rtol=1e-9)
+    assert norm_passes == [(True, True)]
+    assert ours.accuracy(x, t) == book.accuracy(x, t)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("x_dtype", [np.uint8, np.float16, np.float32, np.float64])
 def test_inputs_numpy_promotes_to_the_weights(dtype, x_dtype, rng, norm_passes):

@@ -28,11 +28,9 @@ from .. import _core, _norm, _sparse
 from ..backend import blas_threads
 from ..backend.cython_ops import _nonzero_lists_kept
 from ..layers import _check_momentum
-from .dense import DenseStep
+from .dense import _NONE, _RELU, _SIGMOID, DenseStep
 
 __all__ = ["NormForward", "NormStep", "commit_forward", "norms_ready", "running_statistics"]
-
-_NONE, _RELU, _SIGMOID = 0, 1, 2
 
 
 def norms_ready(stack, train: bool) -> bool:

@@ -80,18 +80,19 @@ class NetworkPasses:
         self._dense = None  # the DenseStep (NormStep with norms), for the largest batch met
         self._threads = {}  # a ThreadChoice per (pass, dense?)
         self._last_sparse = None  # whether the last batch went to the zero-skipping pass
-        # the stack's dtype, depth and layout are ones the kernels take (the layout
-        # is part of what the stack re-checks at each call)
-        self._layout_ok = (stack.dtype is not None and stack.n_affine <= _fused.MAX_LAYERS
+        # the stack's dtype and layout are ones the kernels take (the layout is part
+        # of what the stack re-checks at each call)
+        self._layout_ok = (stack.dtype is not None
                            and all(p.flags.c_contiguous and p.flags.writeable
                                    for p in stack.params + stack.norm_params))
 
     # -- what the compiled kernels take, beyond the rule --------------------------
     def _kernels_take(self) -> bool:
-        """The stack is one the kernels take and its parameters are finite, their
-        squares summing to a finite number (the kernels skip zero inputs, where
-        0 * inf would be NaN; see ``_core.finite_norm``)."""
-        if not self._layout_ok:
+        """The stack is one the zero-skipping kernels take (``_fused.MAX_LAYERS``
+        deep at most) and its parameters are finite, their squares summing to a
+        finite number (the kernels skip zero inputs, where 0 * inf would be NaN; see
+        ``_core.finite_norm``)."""
+        if not self._layout_ok or self.stack.n_affine > _fused.MAX_LAYERS:
             return False
         step = self._step if self._step is not None else self._step_for(self.stack.dtype, 1)
         return step.params_finite()
