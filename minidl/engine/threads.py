@@ -16,9 +16,8 @@ last digits can depend on the machine's load, as the book's own NumPy code's
 depend on NumPy's thread setting.
 
 Two teams of threads do not share two cores well. After its work each team
-spins for a while before it sleeps (the kernels' OpenMP team for milliseconds,
-OpenBLAS's threads, which yield as they spin, for tens of them), and a team that
-starts meanwhile waits for the cores. ch06's batch_norm_test trains a network
+spins for a while before it sleeps (the kernels' OpenMP team, OpenBLAS's
+threads), and a team that starts meanwhile waits for the cores. ch06's batch_norm_test trains a network
 with batch normalisation (its products on BLAS) beside one without (minidl's
 OpenMP kernels on MNIST), a call of each in turn: with both on two threads its
 loop took 10.9 s, on one thread 3.7 s, each choosing for itself 4.1-4.5 s, the
