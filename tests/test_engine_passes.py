@@ -640,7 +640,7 @@ def test_the_zero_skipping_loss_does_not_scan_the_weights_twice(rng, monkeypatch
 
 
 @pytest.mark.parametrize("density", [0.2, 0.9])  # the zero-skipping pass, the dense one
-@pytest.mark.parametrize("n", [100, 37])  # buffers filled (handed over), or not (copied)
+@pytest.mark.parametrize("n", [100, 37])  # a batch that fills the passes' buffers, one that does not
 def test_what_the_layers_keep_is_not_overwritten_by_the_next_call(density, n, rng):
     x = rng.random((2, n, 64)).astype(np.float32)
     x[rng.random(x.shape) >= density] = 0
@@ -652,7 +652,7 @@ def test_what_the_layers_keep_is_not_overwritten_by_the_next_call(density, n, rn
             for name, layer in net.layers.items()}
     kept["y"] = net.lastLayer.y
     copies = {name: a.copy() for name, a in kept.items()}
-    net.gradient(x[1], t[1])  # another batch: new buffers for the layers
+    net.gradient(x[1], t[1])  # another batch, whose arrays the layers now hold
     net.loss(x[0] * 2, t[0])
     for name, a in kept.items():
         np.testing.assert_array_equal(a, copies[name], err_msg=name)
