@@ -246,9 +246,11 @@ def sparse_affine_backward_weights(
         c0 = 0
         while c0 < n:  # rows in chunks, so that the scratch stays small
             c1 = min(c0 + chunk, n)
-            if have_lists:
-                _csc(&li[0], &lv[0], &lp[0], rp + c0 if rp != NULL else NULL, c1 - c0, K,
-                     &cptr[0], &cidx[0], &cval[0])
+            if have_lists and rp != NULL:  # the chunk's rows, picked from the lists
+                _csc(&li[0], &lv[0], &lp[0], rp + c0, c1 - c0, K, &cptr[0], &cidx[0],
+                     &cval[0])
+            elif have_lists:  # the chunk's rows are the lists' rows c0..c1
+                _csc(&li[0], &lv[0], &lp[c0], NULL, c1 - c0, K, &cptr[0], &cidx[0], &cval[0])
             else:
                 for i in range(c1 - c0):
                     r = rp[c0 + i] if rp != NULL else c0 + i

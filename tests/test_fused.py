@@ -96,6 +96,42 @@ def test_weight_gradient_matches_numpy(simd, xdt, wdt, h, lr, mode, rng):
         assert np.all(dst[4] == 0)
 
 
+@pytest.mark.parametrize("lr", [0.0, 0.1])
+@pytest.mark.parametrize("mode", ["scan", "lists", "rows", "rows+lists"])
+def test_weight_gradient_over_several_row_chunks(lr, mode, rng):
+    # 600 rows: the kernel sums chunks of 256 rows, each from its own rows of the lists
+    x = sparse_x(rng, 700, 40, 0.3, np.float32)
+    rows = rng.integers(0, 700, 600) if "rows" in mode else None
+    xs = (x if rows is None else x[rows]).astype(np.float64)
+    if rows is None:
+        x = x[:600]
+        xs = xs[:600]
+    dout = rng.standard_normal((600, 33))
+    W = rng.standard_normal((40, 33))
+    dst = W.copy() if lr else np.full((40, 33), np.nan)
+    lists = _sparse.nonzero_lists(x) if "lists" in mode else None
+    _sparse.sparse_affine_backward_weights(x, rows, dout, dst, lr, 1, lists)
+    dW = xs.T @ dout
+    if lr:
+        bound = 4 * 600 * np.finfo(float).eps * lr * (np.abs(xs.T) @ np.abs(dout))
+        assert np.all(np.abs(dst - (W - lr * dW)) <= bound + 4 * np.finfo(float).eps * np.abs(W))
+    else:
+        assert_sum_close(dst, dW, np.abs(xs.T), np.abs(dout))
+
+
+@pytest.mark.parametrize("n", [200, 300, 334])
+def test_an_affine_layer_on_a_batch_of_more_than_256_rows_has_numpys_gradient(n, rng):
+    # the layer keeps a batch's nonzero lists for its backward (up to 2**18 entries:
+    # 334 rows of 784); its weight gradient then sums the lists in chunks of 256 rows
+    x = sparse_x(rng, n, 784, 0.2, np.float64)
+    W = rng.standard_normal((784, 100)) * 0.01
+    layer = Affine(W, np.zeros(100))
+    out = layer.forward(x)
+    dout = rng.standard_normal(out.shape)
+    layer.backward(dout)
+    assert_sum_close(layer.dW, x.T @ dout, np.abs(x.T), np.abs(dout))
+
+
 def test_weight_gradient_over_several_row_chunks_and_threads(rng):
     # more than 256 rows: the kernel sums chunk by chunk; two threads split K
     x = sparse_x(rng, 700, 300, 0.2, np.float32)
