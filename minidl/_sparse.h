@@ -395,25 +395,66 @@ static inline void minidl_prefetch_list(const int32_t *idx, const void *val, siz
     M(1, VT, T) M(2, VT, T) M(3, VT, T) M(4, VT, T) M(5, VT, T) M(6, VT, T) M(7, VT, T) \
     M(8, VT, T) M(9, VT, T) M(10, VT, T) M(11, VT, T) M(12, VT, T) M(13, VT, T)
 
+/* Column chunks. The rows a product reads again and again (W's rows in spmm,
+ * dout's in spmmt) are read a chunk of columns at a time. When `reach` rows of a
+ * chunk fit in MDL_L1_BYTES (the level-1 data cache of most x86 cores) and a call
+ * reads them for enough rows of output, the chunk is as wide as fits: its rows
+ * stay in L1 over the call (measured on Zen 3, 128 x 100 x 100 float64 with half
+ * the inputs zero, one thread: spmm 74 -> 64 us, spmmt 91 -> 67 us). Otherwise
+ * the rows come from L2 anyway and the widest chunk (the most independent
+ * accumulators, the fewest passes over the lists) is the fastest. The sums are
+ * the same either way: each output sums the same list in the same order. */
+#define MDL_L1_BYTES 32768
+#define MDL_MIN_CHUNK 4  /* vectors: narrower chunks re-read the lists too often */
+#define MDL_MIN_REUSE 32 /* output rows (spmm) or dW rows (spmmt) of a call */
+
+static inline mdl_ssize mdl_chunk_vectors(mdl_ssize reach, mdl_ssize uses, mdl_ssize vbytes,
+                                          mdl_ssize nvmax)
+{
+    mdl_ssize fit = MDL_L1_BYTES / ((reach > 0 ? reach : 1) * vbytes);
+    return fit < MDL_MIN_CHUNK || fit > nvmax || uses < MDL_MIN_REUSE ? nvmax : fit;
+}
+
+/* Chunk c of nch, splitting a row of H columns (nvt vectors of L) evenly in
+ * vectors: columns [*c0, *c0 + *w). Every chunk but the last is whole vectors;
+ * the last is at least one vector wide unless it is the only one. */
+static inline void mdl_chunk(mdl_ssize H, mdl_ssize L, mdl_ssize nvt, mdl_ssize nch,
+                             mdl_ssize c, mdl_ssize *c0, mdl_ssize *w)
+{
+    mdl_ssize v0 = c * nvt / nch, v1 = (c + 1) * nvt / nch;
+    *c0 = v0 * L;
+    *w = (v1 * L < H ? v1 * L : H) - *c0;
+}
+
 /* The two products for one (value type, compute type, ISA). NVMAX <= 13. */
 #define MDL_DEFINE_VEC(SUF, BASE, XT, T, VT, NVMAX, ATTR)                               \
 ATTR static void mdl_spmm_##SUF(MDL_SPMM_ARGS(XT, T))                                   \
 {                                                                                       \
-    enum { L = sizeof(VT) / sizeof(T), CHUNK = NVMAX * L };                             \
+    enum { L = sizeof(VT) / sizeof(T) };                                                \
     if (H < L) {                                                                        \
         mdl_spmm_scalar_##BASE(rows, i0, i1, idx, val, ptr, W, ldw, H, b, out, ldo);    \
         return;                                                                         \
     }                                                                                   \
-    /* column chunks outermost: W's columns of one chunk stay in L2 over all rows */    \
-    for (mdl_ssize c0 = 0; c0 < H; c0 += CHUNK) {                                       \
-        mdl_ssize w = H - c0 < CHUNK ? H - c0 : CHUNK;                                  \
+    mdl_ssize reach = 0; /* W's rows read: up to the largest index (lists increase) */  \
+    for (mdl_ssize i = i0; i < i1; i++) {                                               \
+        const mdl_ssize ri = rows ? (mdl_ssize)rows[i] : i;                             \
+        if (ptr[ri + 1] > ptr[ri] && idx[ptr[ri + 1] - 1] >= reach)                     \
+            reach = (mdl_ssize)idx[ptr[ri + 1] - 1] + 1;                                \
+    }                                                                                   \
+    const mdl_ssize nvt = (H + L - 1) / L;                                              \
+    const mdl_ssize cnv = mdl_chunk_vectors(reach, i1 - i0, sizeof(VT), NVMAX);          \
+    const mdl_ssize nch = (nvt + cnv - 1) / cnv;                                        \
+    /* column chunks outermost: W's columns of one chunk stay in cache over all rows */ \
+    for (mdl_ssize c = 0; c < nch; c++) {                                               \
+        mdl_ssize c0, w;                                                                \
+        mdl_chunk(H, L, nvt, nch, c, &c0, &w);                                          \
         int nv = (int)((w + L - 1) / L);                                                \
         mdl_ssize last = w - L; /* from c0; < 0 only in a narrow last chunk,            \
                                    where it reads the chunk before: in bounds */        \
         for (mdl_ssize i = i0; i < i1; i++) {                                           \
             const mdl_ssize ri = rows ? (mdl_ssize)rows[i] : i;                         \
             const int64_t p0 = ptr[ri], p1 = ptr[ri + 1];                               \
-            if (rows && i + MDL_PREFETCH < i1 && c0 == 0) /* a batch's rows are scattered */ \
+            if (rows && i + MDL_PREFETCH < i1 && c == 0) /* a batch's rows are scattered */ \
                 minidl_prefetch_list(idx, val, sizeof(XT), ptr, rows[i + MDL_PREFETCH]);      \
             T *o = out + i * ldo + c0;                                                  \
             T tail[L];                                                                  \
@@ -425,13 +466,22 @@ ATTR static void mdl_spmm_##SUF(MDL_SPMM_ARGS(XT, T))                           
 }                                                                                       \
 ATTR static void mdl_spmmt_##SUF(MDL_SPMMT_ARGS(XT, T))                                 \
 {                                                                                       \
-    enum { L = sizeof(VT) / sizeof(T), CHUNK = NVMAX * L };                             \
-    T res[CHUNK];                                                                       \
-    for (mdl_ssize k = k0; k < k1; k++) {                                               \
-        for (mdl_ssize c0 = 0; c0 < H; c0 += CHUNK) {                                   \
-            mdl_ssize w = H - c0 < CHUNK ? H - c0 : CHUNK;                              \
-            int nv = (int)((w + L - 1) / L);                                            \
-            mdl_ssize last = w - L;                                                     \
+    enum { L = sizeof(VT) / sizeof(T) };                                                \
+    T res[NVMAX * L];                                                                   \
+    mdl_ssize reach = 0; /* dout's rows read: up to the largest (column lists increase) */ \
+    for (mdl_ssize k = k0; k < k1; k++)                                                 \
+        if (cptr[k + 1] > cptr[k] && cidx[cptr[k + 1] - 1] >= reach)                    \
+            reach = (mdl_ssize)cidx[cptr[k + 1] - 1] + 1;                               \
+    const mdl_ssize nvt = (H + L - 1) / L;                                              \
+    const mdl_ssize cnv = mdl_chunk_vectors(reach, k1 - k0, sizeof(VT), NVMAX);          \
+    const mdl_ssize nch = (nvt + cnv - 1) / cnv;                                        \
+    /* column chunks outermost: dout's columns of one chunk stay in cache over all k */ \
+    for (mdl_ssize c = 0; c < nch; c++) {                                               \
+        mdl_ssize c0, w;                                                                \
+        mdl_chunk(H, L, nvt, nch, c, &c0, &w);                                          \
+        int nv = (int)((w + L - 1) / L);                                                \
+        mdl_ssize last = w - L;                                                         \
+        for (mdl_ssize k = k0; k < k1; k++) {                                           \
             T *o = dst + k * lddst + c0;                                                \
             if (cptr[k] == cptr[k + 1]) { /* no input in this column: dW row is 0 */   \
                 if (!accumulate) memset(o, 0, sizeof(T) * (size_t)w);                   \

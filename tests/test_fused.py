@@ -96,6 +96,35 @@ def test_weight_gradient_matches_numpy(simd, xdt, wdt, h, lr, mode, rng):
         assert np.all(dst[4] == 0)
 
 
+# The products read W's rows (forward) or dout's (weight gradient) a chunk of columns
+# at a time, as wide as fits the level-1 cache when the rows read fit it at four
+# vectors or more: with 32-byte vectors, 100 rows split a row of 130 float64 columns
+# (33 vectors) into 4 chunks of 8 or 9 vectors, 300 rows take the widest chunks;
+# with 16-byte vectors 300 rows split it and 100 do not.
+@pytest.mark.parametrize("xdt,wdt", DT_PAIRS)
+@pytest.mark.parametrize("h", [5, 47, 100, 105, 130])
+@pytest.mark.parametrize("reach", [100, 300])
+def test_products_in_cache_sized_column_chunks_match_numpy(simd, xdt, wdt, h, reach, rng):
+    x = sparse_x(rng, 64, reach, 0.5, xdt)
+    x[:, -1] = 1.0  # every row reads W's last row: the rows read span all of W
+    W = rng.standard_normal((reach, h)).astype(wdt)
+    b = rng.standard_normal(h).astype(wdt)
+    out = np.full((64, h), np.nan, dtype=wdt)
+    _sparse.sparse_affine_forward(x, None, W, b, out, 1, _sparse.nonzero_lists(x))
+    x64 = x.astype(np.float64)
+    assert_sum_close(out, x64 @ W.astype(np.float64) + b, np.abs(x64),
+                     np.abs(W.astype(np.float64)), np.abs(b))
+
+    xt = sparse_x(rng, reach, 37, 0.5, xdt)  # reach rows of dout read for each dW row
+    xt[-1] = 1.0
+    dout = rng.standard_normal((reach, h)).astype(wdt)
+    dW = np.full((37, h), np.nan, dtype=wdt)
+    _sparse.sparse_affine_backward_weights(xt, None, dout, dW, 0.0, 1, _sparse.nonzero_lists(xt))
+    xt64 = xt.astype(np.float64)
+    assert_sum_close(dW, xt64.T @ dout.astype(np.float64), np.abs(xt64.T),
+                     np.abs(dout.astype(np.float64)))
+
+
 @pytest.mark.parametrize("lr", [0.0, 0.1])
 @pytest.mark.parametrize("mode", ["scan", "lists", "rows", "rows+lists"])
 def test_weight_gradient_over_several_row_chunks(lr, mode, rng):
