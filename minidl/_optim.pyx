@@ -34,6 +34,9 @@ layouts and overlaps before calling (any other case runs the book's NumPy
 lines), so the loops may assume arrays that do not overlap.
 """
 
+from cython.parallel cimport prange
+from libc.stdlib cimport free, malloc, qsort
+
 ctypedef fused floating:
     float
     double
@@ -247,6 +250,7 @@ def update_all(
     list first,                     # IN/OUT the rule's first state per parameter (v, h, m), or None
     list second,                    # IN/OUT Adam's v, or None
     double a, double b=0, double c=0, double d=0,   # the rule's scalars, as its def above
+    int num_threads=1,
 ) -> bool:
     """One rule's update of every parameter, or False with nothing changed when any
     parameter is not a case the loops take: every array of one float dtype (the
@@ -256,7 +260,11 @@ def update_all(
     The parameters are updated one after another, in order, as the book's loop
     does. Scalars by rule: SGD, AdaGrad (lr); Momentum (lr, momentum); Nesterov
     (lr, momentum, momentum**2, (1 + momentum) * lr); RMSprop (lr, decay_rate,
-    1 - decay_rate); Adam (lr_t, 1 - beta1, 1 - beta2)."""
+    1 - decay_rate); Adam (lr_t, 1 - beta1, 1 - beta2).
+
+    ``num_threads`` > 1: the elements are shared out between that many threads in
+    pieces of whole cache lines; each element gets the same operations wherever it
+    runs, so the numbers are the same on any count."""
     if rule < RULE_SGD or rule > RULE_ADAM:
         raise ValueError(f"_optim.update_all: unknown rule {rule}")
     cdef Py_ssize_t i, k, n = len(params), states = _STATES[rule]
@@ -296,24 +304,107 @@ def update_all(
             size[k] = cnp.PyArray_NBYTES(<cnp.ndarray>arrays[k])
         if not _apart(lo, size, 2 + states):
             return False
+    cdef bint f32 = cnp.PyArray_TYPE(p0) == cnp.NPY_FLOAT32
+    cdef Py_ssize_t width = 4 if f32 else 8, total = 0, count = 0, piece, start, w
+    for i in range(n):
+        total += cnp.PyArray_SIZE(<cnp.ndarray>params[i])
+    if num_threads < 1:
+        num_threads = 1
+    # pieces of one parameter each, PIECE_MIN elements or more (a multiple of 16:
+    # whole cache lines), about four a thread for the dynamic schedule
+    piece = max(<Py_ssize_t>PIECE_MIN, (total // (4 * num_threads) + 15) // 16 * 16)
+    for i in range(n):
+        count += (cnp.PyArray_SIZE(<cnp.ndarray>params[i]) + piece - 1) // piece
+    cdef _Piece* pieces = <_Piece*>malloc(max(count, <Py_ssize_t>1) * sizeof(_Piece))
+    if pieces == NULL:
+        raise MemoryError()
+    count = 0
     for i in range(n):
         p = <cnp.ndarray>params[i]
-        k = cnp.PyArray_SIZE(p)
-        if k == 0:
-            continue
-        if cnp.PyArray_TYPE(p0) == cnp.NPY_FLOAT32:
-            _update_f32(rule, <float*>cnp.PyArray_DATA(p),
-                        <const float*>cnp.PyArray_DATA(<cnp.ndarray>grads[i]),
-                        <float*>cnp.PyArray_DATA(<cnp.ndarray>first[i]) if states >= 1 else NULL,
-                        <float*>cnp.PyArray_DATA(<cnp.ndarray>second[i]) if states == 2 else NULL,
-                        a, b, c, d, k)
-        else:
-            _update_f64(rule, <double*>cnp.PyArray_DATA(p),
-                        <const double*>cnp.PyArray_DATA(<cnp.ndarray>grads[i]),
-                        <double*>cnp.PyArray_DATA(<cnp.ndarray>first[i]) if states >= 1 else NULL,
-                        <double*>cnp.PyArray_DATA(<cnp.ndarray>second[i]) if states == 2 else NULL,
-                        a, b, c, d, k)
+        start = 0
+        while start < cnp.PyArray_SIZE(p):
+            pieces[count].n = min(piece, cnp.PyArray_SIZE(p) - start)
+            pieces[count].p = <char*>cnp.PyArray_DATA(p) + start * width
+            pieces[count].g = <char*>cnp.PyArray_DATA(<cnp.ndarray>grads[i]) + start * width
+            pieces[count].s1 = (<char*>cnp.PyArray_DATA(<cnp.ndarray>first[i]) + start * width
+                                if states >= 1 else NULL)
+            pieces[count].s2 = (<char*>cnp.PyArray_DATA(<cnp.ndarray>second[i]) + start * width
+                                if states == 2 else NULL)
+            start += pieces[count].n
+            count += 1
+    if total < THREADS_MIN_ or (num_threads > 1 and not _parameters_apart(
+            params, grads, first, second, states)):
+        num_threads = 1  # (parameters that share memory: one after another, in order)
+    try:
+        with nogil:
+            if num_threads == 1:  # in order, as the book's loop
+                for w in range(count):
+                    _update_piece(rule, f32, &pieces[w], a, b, c, d)
+            else:
+                for w in prange(count, num_threads=num_threads, schedule="dynamic"):
+                    _update_piece(rule, f32, &pieces[w], a, b, c, d)
+    finally:
+        free(pieces)
     return True
+
+
+cdef int _by_start(const void* x, const void* y) noexcept nogil:
+    cdef char* a = (<char**>x)[0]
+    cdef char* b = (<char**>y)[0]
+    return -1 if a < b else (1 if a > b else 0)
+
+
+cdef bint _parameters_apart(list params, list grads, list first, list second,
+                            Py_ssize_t states) except -1:
+    """No two arrays of the whole update share a byte (then the parameters may be
+    updated in any order, in parallel)."""
+    cdef Py_ssize_t n = len(params), m = 0, i, k
+    cdef char** ranges = <char**>malloc(2 * n * (2 + states) * sizeof(char*))
+    if ranges == NULL:
+        raise MemoryError()
+    cdef list arrays
+    try:
+        for i in range(n):
+            arrays = [params[i], grads[i]]
+            if states >= 1:
+                arrays.append(first[i])
+            if states == 2:
+                arrays.append(second[i])
+            for k in range(2 + states):
+                ranges[2 * m] = <char*>cnp.PyArray_DATA(<cnp.ndarray>arrays[k])
+                ranges[2 * m + 1] = ranges[2 * m] + cnp.PyArray_NBYTES(<cnp.ndarray>arrays[k])
+                m += 1
+        qsort(ranges, m, 2 * sizeof(char*), _by_start)
+        for k in range(m - 1):
+            if ranges[2 * k + 2] < ranges[2 * k + 1]:
+                return False
+        return True
+    finally:
+        free(ranges)
+
+
+cdef struct _Piece:  # a run of one parameter's elements, with its gradient's and states'
+    char* p
+    char* g
+    char* s1
+    char* s2
+    Py_ssize_t n
+
+
+cdef enum:
+    PIECE_MIN = 16384   # elements: smaller pieces cost more in scheduling than they share
+    THREADS_MIN_ = 32768  # elements of a whole update worth a second thread
+THREADS_MIN = THREADS_MIN_
+
+
+cdef inline void _update_piece(int rule, bint f32, _Piece* q, double a, double b, double c,
+                               double d) noexcept nogil:
+    if f32:
+        _update_f32(rule, <float*>q.p, <const float*>q.g, <float*>q.s1, <float*>q.s2,
+                    a, b, c, d, q.n)
+    else:
+        _update_f64(rule, <double*>q.p, <const double*>q.g, <double*>q.s1, <double*>q.s2,
+                    a, b, c, d, q.n)
 
 
 cdef void _update_f64(int rule, double* p, const double* g, double* s1, double* s2, double a,

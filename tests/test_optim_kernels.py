@@ -273,6 +273,81 @@ def test_one_call_refuses_float32_with_numpy_scalars_and_keeps_the_order(rng):
     np.testing.assert_array_equal(buf, ref)
 
 
+def big_params_of(rng, dtype):
+    # above _optim.THREADS_MIN elements, in pieces of several sizes (not multiples of 16)
+    shapes = {"W1": (301, 117), "b1": (117,), "W2": (117, 101), "b2": (101,), "W3": (3, 5)}
+    return {k: rng.standard_normal(s).astype(dtype) for k, s in shapes.items()}
+
+
+@pytest.mark.parametrize("name", list(RULES))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_one_call_on_two_threads_gives_the_books_numbers(name, dtype, rng):
+    from minidl import _optim
+
+    params = big_params_of(rng, dtype)
+    assert sum(v.size for v in params.values()) >= _optim.THREADS_MIN
+    book = copy.deepcopy(params)
+    one = copy.deepcopy(params)
+    grads_list = [grads_of(rng, params) for _ in range(3)]
+    opts = [getattr(optimizer, name)(**RULES[name]) for _ in range(2)]
+    book_opt = getattr(book_ch6, name)(**RULES[name])
+    for grads in grads_list:
+        for opt, p, threads in ((opts[0], params, 2), (opts[1], one, 1)):
+            opt._init_state(p)
+            opt.begin_update()
+            keys = list(p)
+            states = [[getattr(opt, n)[k] for k in keys] for n in type(opt).state_names]
+            states += [None] * (2 - len(states))
+            assert _optim.update_all(_optim.RULES[name], [p[k] for k in keys],
+                                     [grads[k] for k in keys], *states,
+                                     *_optim_cython._scalars(opt, np.dtype(dtype)),
+                                     num_threads=threads)
+        book_opt.update(book, grads)
+    for key in params:
+        np.testing.assert_array_equal(params[key], book[key], err_msg=key)
+        np.testing.assert_array_equal(one[key], book[key], err_msg=key)
+    assert_same_states(opts[0], book_opt, params)
+
+
+def test_two_threads_update_parameters_that_share_memory_in_order():
+    from minidl import _optim
+
+    # two parameters over one buffer: the second's update reads the first's result,
+    # as in the book's loop, whatever the thread count asked for
+    buf, ref = np.arange(80000.0), np.arange(80000.0)
+    grads = {"a": np.ones(50000), "b": np.full(50000, 3.0)}
+    assert _optim.update_all(_optim.RULES["SGD"], [buf[:50000], buf[30000:]],
+                             [grads["a"], grads["b"]], None, None, 0.5, num_threads=2)
+    book_ch6.SGD(lr=0.5).update({"a": ref[:50000], "b": ref[30000:]}, grads)
+    np.testing.assert_array_equal(buf, ref)
+
+
+def test_an_optimizer_measures_its_update_on_one_and_two_threads(rng, monkeypatch):
+    from minidl import _optim, backend
+
+    monkeypatch.setattr(backend, "STEP_THREADS", 2)
+    monkeypatch.setattr(backend, "THREADS_FIXED", False)
+    counts = []
+    real = _optim.update_all
+    monkeypatch.setattr(_optim, "update_all",
+                        lambda *a, num_threads=1: counts.append(num_threads) or real(
+                            *a, num_threads=num_threads))
+    params = big_params_of(rng, np.float64)
+    book = copy.deepcopy(params)
+    opt, book_opt = optimizer.Adam(), book_ch6.Adam()
+    for _ in range(6):
+        grads = grads_of(rng, params)
+        opt.update(params, grads)
+        book_opt.update(book, grads)
+    assert set(counts) == {1, 2}  # both tried (minidl.engine.threads)
+    for key in params:
+        np.testing.assert_array_equal(params[key], book[key], err_msg=key)
+    counts.clear()
+    small = params_of(rng, np.float64)
+    optimizer.SGD().update(small, grads_of(rng, small))
+    assert counts == [1]  # a small update: one thread, no choice made
+
+
 def test_update_all_checks_its_arguments():
     from minidl import _optim
 
