@@ -168,15 +168,22 @@ def _kernel_for(optimizer):
     """The compiled kernel for ``optimizer``'s rule on the Cython backend, or None."""
     if _backend.get_backend() != "cython":
         return None
-    from ._optim_cython import kernel_for  # (it imports this module's classes)
-
-    return kernel_for(optimizer)
+    return _compiled().kernel_for(optimizer)
 
 
 def _update_all(optimizer, params, grads) -> bool:
-    from ._optim_cython import update_all
+    return _compiled().update_all(optimizer, params, grads)
 
-    return update_all(optimizer, params, grads)
+
+def _compiled():
+    """minidl._optim_cython, imported on first use (it imports this module's classes)."""
+    global _optim_cython
+    if _optim_cython is None:
+        from . import _optim_cython
+    return _optim_cython
+
+
+_optim_cython = None
 
 
 def _check_params_and_grads(what: str, params, grads) -> None:
@@ -193,6 +200,10 @@ def _check_params_and_grads(what: str, params, grads) -> None:
                          f"(missing from grads: {missing}, not in params: {extra})")
     for key, param in params.items():
         grad = grads[key]
+        if (type(param) is np.ndarray and type(grad) is np.ndarray and param.dtype.kind == "f"
+                and grad.dtype.kind in "iuf" and grad.shape == param.shape
+                and param.flags.writeable):
+            continue  # the common case, checked first (the checks below say what is wrong)
         if _is_number(param):  # the book's optimizer_compare_naive.py: numbers, not arrays
             if not (_is_number(grad) or (isinstance(grad, np.ndarray) and grad.shape == ()
                                          and grad.dtype.kind in "iuf")):
