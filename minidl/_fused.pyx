@@ -475,10 +475,11 @@ cdef class SGDStep:
     """
 
     cdef StepPlan plan
-    cdef list keep  # every array the plan points into
+    cdef list keep  # every array the plan points into (but those held below)
     cdef readonly Py_ssize_t batch_size
-    cdef readonly list activations  # (batch_size, width) buffers: the last batch's
-    cdef readonly object probabilities  # hidden activations and softmax output
+    cdef readonly tuple activations  # (batch_size, width) buffers: the last batch's
+    cdef readonly object probabilities  # hidden activations and softmax output (not in
+    #                                     keep: hand_over replaces them)
     cdef readonly tuple param_arrays  # the W and b arrays updated in place
     cdef readonly tuple sizes  # the layer widths the buffers were made for
     cdef readonly object x_dtype, dtype
@@ -534,15 +535,15 @@ cdef class SGDStep:
         n = batch_size
         hmax = max(sizes[1:])
         wt = max([sizes[l] * sizes[l + 1] for l in range(1, L)] or [1])
-        self.activations = []
+        activations = []
         self.param_arrays = tuple(W) + tuple(b)
         self.sizes = tuple(sizes)
         self.x_dtype, self.dtype, self.sigmoid = xdtype, dtype, sigmoid
         for l in range(L):
             p.W[l] = _data(self.keep, W[l])
             p.b[l] = _data(self.keep, b[l])
-            self.activations.append(np.empty((n, sizes[l + 1]), dtype=dtype))
-            p.act[l] = _data(self.keep, self.activations[l])
+            activations.append(np.empty((n, sizes[l + 1]), dtype=dtype))
+            p.act[l] = cnp.PyArray_DATA(activations[l])
             _make_lists(self.keep, &p.inp[l], n, sizes[l], xdtype if l == 0 else dtype)
         _make_lists(self.keep, &p.dz_lists, n, hmax, dtype)
         p.dz = _data(self.keep, np.empty(n * hmax, dtype=dtype))
@@ -554,8 +555,9 @@ cdef class SGDStep:
         p.cptr = <int32_t*>_data(self.keep, np.empty(hmax + 1, dtype=np.int32))
         p.cidx = <int32_t*>_data(self.keep, np.empty(n * hmax + 1, dtype=np.int32))
         p.cval = _data(self.keep, np.empty(n * hmax + 1, dtype=dtype))
+        self.activations = tuple(activations)
         self.probabilities = np.empty((n, sizes[L]), dtype=dtype)
-        p.y = _data(self.keep, self.probabilities)
+        p.y = cnp.PyArray_DATA(self.probabilities)
         p.row_loss = _data(self.keep, np.empty(max(n, hmax), dtype=dtype))  # also db
         p.x = _data(self.keep, x)
         p.n_rows = x.shape[0]
@@ -681,6 +683,27 @@ cdef class SGDStep:
         self.kept_rows = 0
         return self._run(TASK_GRADIENT if backward else TASK_LOSS, NULL, &labels[0], n, 0,
                          cnp.PyArray_DATA(x))
+
+    def hand_over(self, Py_ssize_t n):
+        """The last pass's hidden activations and softmax output (their first ``n``
+        rows), handed over: the step takes fresh buffers for its next pass, so the
+        arrays returned are never written again (the layers keep them, as the
+        book's forward pass leaves new arrays behind). Cheaper than a copy: the
+        copy read and wrote every activation once more (chapter 6's 5-layer
+        network: 40 us a call of 1000)."""
+        cdef StepPlan* p = &self.plan
+        cdef int l, L = p.n_layers
+        if not 0 <= n <= self.batch_size:
+            raise ValueError(f"SGDStep.hand_over: {n} rows of {self.batch_size}")
+        hidden = [a[:n] for a in self.activations[:L - 1]]
+        y = self.probabilities[:n]
+        fresh = [np.empty_like(a) for a in self.activations[:L - 1]]
+        self.activations = tuple(fresh) + self.activations[L - 1:]
+        for l in range(L - 1):
+            p.act[l] = cnp.PyArray_DATA(fresh[l])
+        self.probabilities = np.empty_like(self.probabilities)
+        p.y = cnp.PyArray_DATA(self.probabilities)
+        return hidden, y
 
     def params_finite(self) -> bool:
         """Whether every W and b holds no NaN and no infinity (the zero-skipping

@@ -653,6 +653,7 @@ def test_what_the_layers_keep_is_not_overwritten_by_the_next_call(density, n, rn
     kept["y"] = net.lastLayer.y
     copies = {name: a.copy() for name, a in kept.items()}
     net.gradient(x[1], t[1])  # another batch, whose arrays the layers now hold
+    net.accuracy(x[1], t[1])  # (an evaluation runs on buffers of its own)
     net.loss(x[0] * 2, t[0])
     for name, a in kept.items():
         np.testing.assert_array_equal(a, copies[name], err_msg=name)
@@ -662,3 +663,5 @@ def test_what_the_layers_keep_is_not_overwritten_by_the_next_call(density, n, rn
     first = list(net.layers)[1]  # (Activation_function1, as the book names it)
     np.testing.assert_allclose(net.layers[first].out, h1, rtol=1e-12, atol=1e-12)
     assert not np.shares_memory(net.layers[first].out, kept[first])
+    net.accuracy(x[1], t[1])
+    np.testing.assert_allclose(net.layers[first].out, h1, rtol=1e-12, atol=1e-12)

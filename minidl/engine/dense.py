@@ -32,7 +32,8 @@ _NONE, _RELU, _SIGMOID = 0, 1, 2
 class DenseStep:
     """Buffers and passes for batches of up to ``n`` rows of one stack.
 
-    The arrays it returns are its buffers, overwritten by the next call.
+    The arrays it returns are its buffers, overwritten by the next call (but
+    those ``hand_over`` hands over).
     """
 
     def __init__(self, stack, n: int):
@@ -62,6 +63,17 @@ class DenseStep:
         out = self.x[:len(x)]
         np.copyto(out, x)
         return out
+
+    def hand_over(self, m: int):
+        """The last pass's hidden activations and softmax output (their first ``m``
+        rows), handed over: the step takes fresh buffers for its next pass, so the
+        arrays returned are never written again (the layers keep them, as the book's
+        forward pass leaves new arrays behind), with no copy."""
+        hidden = [h[:m] for h in self.out[:-1]]
+        probabilities = self.probabilities[:m]
+        self.out[:-1] = [np.empty_like(h) for h in self.out[:-1]]
+        self.probabilities = np.empty_like(self.probabilities)
+        return hidden, probabilities
 
     # -- the passes ----------------------------------------------------------------
     def forward(self, x) -> np.ndarray:

@@ -192,17 +192,15 @@ class NetworkPasses:
         if dense:
             step = self._dense_for(len(b.x))
             loss = self._choice("gradient", True).timed(step.gradient_on, b.x, b.labels, gW, gb)
-            self._leave_dense(step, b, t, loss)
+            self._leave_layers(b, t, loss, *step.hand_over(len(b.x)))
         else:
             step = self._step_for(b.x.dtype, len(b.x))
             loss = self._choice("gradient", False).timed(self._sparse_gradient, step, b, gW, gb)
             # zero-skipped terms are exact only when every backward gradient is finite:
             # a non-finite one shows in the loss or in its layer's bias gradient
-            if not (np.isfinite(loss) and all(np.isfinite(g).all() for g in gb)):
+            if not (np.isfinite(loss) and np.isfinite(np.concatenate(gb)).all()):
                 return None
-            n = len(b.x)
-            self._leave_layers(b, t, loss, [a[:n].copy() for a in step.activations[:-1]],
-                               step.probabilities[:n].copy())
+            self._leave_layers(b, t, loss, *step.hand_over(len(b.x)))
         return _gradients(s, gW, gb)
 
     def loss(self, x, t, train_flg=False):
@@ -216,13 +214,10 @@ class NetworkPasses:
         if dense:
             step = self._dense_for(len(b.x))
             loss = self._loss_threads(True, step.loss_on, b.x, b.labels)
-            self._leave_dense(step, b, t, loss)
         else:
             step = self._step_for(b.x.dtype, len(b.x))
-            n = len(b.x)
             loss = self._loss_threads(False, self._sparse_loss, step, b)
-            self._leave_layers(b, t, loss, [a[:n].copy() for a in step.activations[:-1]],
-                               step.probabilities[:n].copy())
+        self._leave_layers(b, t, loss, *step.hand_over(len(b.x)))
         # the zero-skipping pass is taken only on weights _kernels_take has just checked
         return with_weight_decay(self.stack, self.stack.last.loss, norms_checked=not dense)
 
@@ -261,11 +256,6 @@ class NetworkPasses:
                 step.threads = threads
                 correct += step.count_correct(rows, part)
         return correct / float(n)
-
-    def _leave_dense(self, step: DenseStep, b: rule.Batch, t, loss):
-        n = len(b.x)
-        self._leave_layers(b, t, loss, [h[:n].copy() for h in step.out[:-1]],
-                           step.probabilities[:n].copy())
 
     def _leave_layers(self, b: rule.Batch, t, loss, hidden, probabilities):
         """Set the layers' forward state as the layer-by-layer pass does: their inputs
