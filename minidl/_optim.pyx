@@ -263,8 +263,10 @@ def update_all(
     1 - decay_rate); Adam (lr_t, 1 - beta1, 1 - beta2).
 
     ``num_threads`` > 1: the elements are shared out between that many threads in
-    pieces of whole cache lines; each element gets the same operations wherever it
-    runs, so the numbers are the same on any count."""
+    pieces (of 16 elements or a multiple), when the update has THREADS_MIN elements
+    or more and no two of its arrays share memory (then the order cannot matter);
+    each element gets the same operations wherever it runs, so the numbers are the
+    same on any count."""
     if rule < RULE_SGD or rule > RULE_ADAM:
         raise ValueError(f"_optim.update_all: unknown rule {rule}")
     cdef Py_ssize_t i, k, n = len(params), states = _STATES[rule]
@@ -310,8 +312,8 @@ def update_all(
         total += cnp.PyArray_SIZE(<cnp.ndarray>params[i])
     if num_threads < 1:
         num_threads = 1
-    # pieces of one parameter each, PIECE_MIN elements or more (a multiple of 16:
-    # whole cache lines), about four a thread for the dynamic schedule
+    # pieces of one parameter each, PIECE_MIN elements or more (a multiple of 16),
+    # about four a thread for the dynamic schedule
     piece = max(<Py_ssize_t>PIECE_MIN, (total // (4 * num_threads) + 15) // 16 * 16)
     for i in range(n):
         count += (cnp.PyArray_SIZE(<cnp.ndarray>params[i]) + piece - 1) // piece

@@ -214,6 +214,15 @@ def test_extend_gradient_loss_accuracy_are_the_books(backend, case, sparse, rng)
                                        rtol=1e-12)
 
 
+@pytest.mark.parametrize("n", [256, 300])
+def test_batchnorm_gradient_on_a_batch_of_more_than_256_rows_is_the_books(n, rng):
+    # the first product skips the batch's zeros; its weight gradient sums the kept
+    # lists in chunks of 256 rows (a 300-row batch once summed the first chunk twice)
+    ours, book = pair("MultiLayerNetExtend", use_batchnorm=True)
+    x, t = batch(rng, n=n)
+    assert_grads(ours.gradient(x, t), book.gradient(x, t))
+
+
 def test_extend_without_dropout_and_batchnorm_runs_on_the_compiled_passes(rng):
     # MultiLayerNet's stack: the one rule takes it, and its numbers stay the book's
     from minidl.engine import why_not
