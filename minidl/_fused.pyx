@@ -20,6 +20,7 @@ its buffers (bounds checks off).
 
 cimport cython
 from cython.parallel cimport parallel, prange, threadid
+from libc.math cimport isfinite
 from libc.stdint cimport int32_t, int64_t
 from libc.string cimport memcpy
 
@@ -490,6 +491,9 @@ cdef class SGDStep:
     cdef int n_eval_plans
     cdef Py_ssize_t kept_rows  # rows of the batch whose lists p.inp[0] holds (rows_gradient)
     cdef readonly int max_threads  # num_threads: what ``threads`` may be set to, at most
+    # after gradient or rows_gradient: every db it wrote is finite (with a finite loss,
+    # every backward gradient was: a non-finite one reaches its layer's db)
+    cdef readonly bint bias_gradients_finite
 
     def __init__(self, list W, list b, x, tuple lists, bint sigmoid, Py_ssize_t batch_size,
                  int num_threads=1):
@@ -620,6 +624,22 @@ cdef class SGDStep:
             p.gW[l] = cnp.PyArray_DATA(gW[l])
             p.gb[l] = cnp.PyArray_DATA(gb[l])
 
+    cdef bint _biases_finite(self) noexcept:
+        """Whether the db arrays the last pass wrote (p.gb, alive during the call that
+        wrote them) hold no NaN and no infinity."""
+        cdef StepPlan* p = &self.plan
+        cdef int l
+        cdef Py_ssize_t j
+        with nogil:
+            for l in range(p.n_layers):
+                for j in range(p.sizes[l + 1]):
+                    if self.net_double:
+                        if not isfinite((<double*>p.gb[l])[j]):
+                            return False
+                    elif not isfinite((<float*>p.gb[l])[j]):
+                        return False
+        return True
+
     @property
     def threads(self) -> int:
         """Threads the next calls run on (1 to ``max_threads``; the results do not
@@ -652,6 +672,7 @@ cdef class SGDStep:
         self._set_gradients("rows_gradient", gW, gb)
         loss = self._run(TASK_ROWS_GRADIENT, &rows[0], &labels[0], rows.shape[0], 0, NULL)
         self.kept_rows = rows.shape[0]
+        self.bias_gradients_finite = self._biases_finite()
         return loss
 
     def loss_after_update(self, const int64_t[::1] labels) -> float:
@@ -681,8 +702,10 @@ cdef class SGDStep:
         if backward:
             self._set_gradients("gradient", gW, gb)
         self.kept_rows = 0
-        return self._run(TASK_GRADIENT if backward else TASK_LOSS, NULL, &labels[0], n, 0,
+        loss = self._run(TASK_GRADIENT if backward else TASK_LOSS, NULL, &labels[0], n, 0,
                          cnp.PyArray_DATA(x))
+        self.bias_gradients_finite = backward and self._biases_finite()
+        return loss
 
     def hand_over(self, Py_ssize_t n):
         """The last pass's hidden activations and softmax output (their first ``n``

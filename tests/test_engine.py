@@ -17,6 +17,7 @@ import pytest
 
 import minidl
 from minidl import engine
+from minidl.engine.passes import passes_for
 from minidl.layers import Affine, Relu
 from minidl.networks import MultiLayerNet, ThreeLayerNet, TwoLayerNet
 
@@ -259,6 +260,33 @@ def test_non_finite_numbers_elsewhere_give_numpys_results(where, rng):
     for call in (gradient, loss, accuracy):
         ref, _ = on_reference(call, net, x, t)
         assert_same(call(net, x, t), ref)
+
+
+def test_a_backward_pass_that_overflows_behind_a_finite_loss_gives_numpys_gradient(rng):
+    # finite weights (their squares summing to a finite number: the zero-skipping pass
+    # takes them) and a finite loss, but the backward pass overflows through three
+    # layers of 1e152: the first hidden gradient is inf, and the book's x.T @ dz puts
+    # 0 * inf = NaN where an input is zero. The zero-skipping product would leave 0
+    # there; the inf in db1 sends the batch to the book's code.
+    x, t = sparse_data(rng, n=4)
+    x[:, 5] = 0
+    np.random.seed(0)
+    net = MultiLayerNet(K, [H, H, H], C)
+    p = net.params
+    p["W1"][...] = 1e-300 * np.abs(p["W1"])  # h1 ~ 1e-300, h2 ~ 1e-147, h3 ~ 1e7
+    for key in ("b1", "b2", "b3"):
+        p[key][...] = 1e-300
+    p["W2"][...] = p["W3"][...] = 1e152
+    p["W4"][...] = 1e152
+    p["W4"][:, t[0]] = -1e152  # the label scores lowest: y_t ~ 0
+    t[:] = t[0]
+    with np.errstate(over="ignore", invalid="ignore"):
+        ref, _ = on_reference(gradient, net, x, t)
+        assert passes_for(net)._kernels_take()  # the zero-skipping pass would take it
+        got = gradient(net, x, t)
+        assert np.isfinite(net.loss(x, t))
+    assert np.isnan(ref["W1"][5]).all() and np.isinf(ref["b1"]).any()
+    assert_same(got, ref)  # (NaN where NaN, inf where inf)
 
 
 def test_training_that_meets_a_non_finite_weight_follows_the_book(rng):

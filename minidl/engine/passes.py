@@ -198,7 +198,7 @@ class NetworkPasses:
             loss = self._choice("gradient", False).timed(self._sparse_gradient, step, b, gW, gb)
             # zero-skipped terms are exact only when every backward gradient is finite:
             # a non-finite one shows in the loss or in its layer's bias gradient
-            if not (np.isfinite(loss) and np.isfinite(np.concatenate(gb)).all()):
+            if not (np.isfinite(loss) and step.bias_gradients_finite):
                 return None
             self._leave_layers(b, t, loss, *step.hand_over(len(b.x)))
         return _gradients(s, gW, gb)

@@ -192,7 +192,7 @@ class StepRunner:
         after it on the same batch lists."""
         gW, gb = self._gradient_buffers()
         loss = sgd.rows_gradient(rows, labels, gW, gb)
-        if not (np.isfinite(loss) and np.isfinite(np.concatenate(gb)).all()):
+        if not (np.isfinite(loss) and sgd.bias_gradients_finite):
             return None  # zero-skipped terms of non-finite gradients: NumPy's arithmetic
         self._update(gW, gb)
         return with_weight_decay(self.stack, sgd.loss_after_update(labels))
